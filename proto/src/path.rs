@@ -1,0 +1,196 @@
+//! Request paths of the API, built by the client and parsed by the gateway from one
+//! definition, so the two sides cannot drift apart.
+//!
+//! Domain names are percent-encoded in paths (libvirt allows almost any character in a name).
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Characters left as they are in a path segment: RFC 3986 unreserved.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// What a byte tunnel (extended CONNECT) connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TunnelKind {
+    /// The domain's VNC server.
+    Vnc,
+    /// The domain's serial console.
+    Serial,
+    /// libvirtd's RPC socket; `read_only` picks the read-only socket.
+    Libvirt { read_only: bool },
+}
+
+impl TunnelKind {
+    /// Short name for logs, metrics and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelKind::Vnc => "vnc",
+            TunnelKind::Serial => "serial",
+            TunnelKind::Libvirt { read_only: false } => "libvirt",
+            TunnelKind::Libvirt { read_only: true } => "libvirt_ro",
+        }
+    }
+}
+
+/// A parsed API path. [`ApiPath::to_path`] and [`ApiPath::parse`] are inverses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiPath {
+    /// `/v1/whoami`
+    WhoAmI,
+    /// `/v1/domains`
+    Domains,
+    /// `/v1/domains/{name}`
+    Domain(String),
+    /// `/v1/domains/{name}/{action}`: lifecycle (`start`, `shutdown`, ...) and `screenshot`.
+    DomainAction(String, String),
+    /// `/v1/domains/{name}/vnc`, `/v1/domains/{name}/serial`, `/v1/libvirt[?ro]`.
+    Tunnel {
+        /// The domain, absent for libvirt.
+        domain: Option<String>,
+        kind: TunnelKind,
+    },
+    /// `/v1/events`
+    Events,
+    /// `/v1/metrics`: counters in the Prometheus text format.
+    Metrics,
+}
+
+/// Why a path is not part of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathError {
+    /// Not under `/v1`, or no such call.
+    Unknown(String),
+    /// A domain name that is not valid UTF-8 after percent-decoding, or empty.
+    BadName(String),
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathError::Unknown(p) => write!(f, "no API call at {p}"),
+            PathError::BadName(p) => write!(f, "bad domain name in {p}"),
+        }
+    }
+}
+
+impl std::error::Error for PathError {}
+
+fn encode(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+fn decode(segment: &str, whole: &str) -> Result<String, PathError> {
+    let name = percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| PathError::BadName(whole.to_owned()))?;
+    if name.is_empty() {
+        return Err(PathError::BadName(whole.to_owned()));
+    }
+    Ok(name.into_owned())
+}
+
+impl ApiPath {
+    /// The path (and query, for `?ro`) to put in a request.
+    pub fn to_path(&self) -> String {
+        match self {
+            ApiPath::WhoAmI => "/v1/whoami".into(),
+            ApiPath::Domains => "/v1/domains".into(),
+            ApiPath::Domain(n) => format!("/v1/domains/{}", encode(n)),
+            ApiPath::DomainAction(n, a) => format!("/v1/domains/{}/{}", encode(n), encode(a)),
+            ApiPath::Tunnel {
+                domain: Some(n),
+                kind,
+            } => format!("/v1/domains/{}/{}", encode(n), kind.as_str()),
+            ApiPath::Tunnel {
+                domain: None,
+                kind: TunnelKind::Libvirt { read_only: true },
+            } => "/v1/libvirt?ro".into(),
+            ApiPath::Tunnel { domain: None, .. } => "/v1/libvirt".into(),
+            ApiPath::Events => "/v1/events".into(),
+            ApiPath::Metrics => "/v1/metrics".into(),
+        }
+    }
+
+    /// Parse a request path and query. `connect` tells whether the request is an extended
+    /// CONNECT: `/v1/domains/web1/vnc` is a tunnel then, an unknown action otherwise.
+    pub fn parse(path: &str, query: Option<&str>, connect: bool) -> Result<ApiPath, PathError> {
+        let unknown = || PathError::Unknown(path.to_owned());
+        let rest = path.strip_prefix("/v1/").ok_or_else(unknown)?;
+        let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+        let read_only = query
+            .map(|q| q.split('&').any(|kv| kv == "ro" || kv == "ro=1" || kv == "ro=true"))
+            .unwrap_or(false);
+        match parts.as_slice() {
+            ["whoami"] => Ok(ApiPath::WhoAmI),
+            ["domains"] => Ok(ApiPath::Domains),
+            ["events"] => Ok(ApiPath::Events),
+            ["metrics"] => Ok(ApiPath::Metrics),
+            ["libvirt"] if connect => Ok(ApiPath::Tunnel {
+                domain: None,
+                kind: TunnelKind::Libvirt { read_only },
+            }),
+            ["domains", name] => Ok(ApiPath::Domain(decode(name, path)?)),
+            ["domains", name, "vnc"] if connect => Ok(ApiPath::Tunnel {
+                domain: Some(decode(name, path)?),
+                kind: TunnelKind::Vnc,
+            }),
+            ["domains", name, "serial"] if connect => Ok(ApiPath::Tunnel {
+                domain: Some(decode(name, path)?),
+                kind: TunnelKind::Serial,
+            }),
+            ["domains", name, action] if !connect => Ok(ApiPath::DomainAction(
+                decode(name, path)?,
+                decode(action, path)?,
+            )),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_names_round_trip() {
+        for name in ["web1", "a b/c", "ünï", "x%y?z"] {
+            let p = ApiPath::Tunnel {
+                domain: Some(name.into()),
+                kind: TunnelKind::Vnc,
+            };
+            let s = p.to_path();
+            assert!(!s[1..].contains("//"));
+            assert_eq!(ApiPath::parse(&s, None, true).unwrap(), p);
+            let d = ApiPath::Domain(name.into());
+            assert_eq!(ApiPath::parse(&d.to_path(), None, false).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn libvirt_read_only_comes_from_the_query() {
+        let p = ApiPath::Tunnel {
+            domain: None,
+            kind: TunnelKind::Libvirt { read_only: true },
+        };
+        assert_eq!(p.to_path(), "/v1/libvirt?ro");
+        assert_eq!(ApiPath::parse("/v1/libvirt", Some("ro"), true).unwrap(), p);
+    }
+
+    #[test]
+    fn tunnels_need_connect_and_unknown_paths_are_errors() {
+        assert!(matches!(
+            ApiPath::parse("/v1/domains/a/vnc", None, false),
+            Ok(ApiPath::DomainAction(_, _))
+        ));
+        assert!(ApiPath::parse("/v2/domains", None, false).is_err());
+        assert!(ApiPath::parse("/v1/nope", None, false).is_err());
+        assert!(ApiPath::parse("/v1/domains/", None, false).is_ok());
+        assert!(ApiPath::parse("/v1/domains//vnc", None, true).is_err());
+    }
+}

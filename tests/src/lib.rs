@@ -1,0 +1,45 @@
+//! Fixtures for virtgate's integration tests: builders that start real processes (the
+//! gateway, QEMU, later a KDC, sshd and libvirtd) on loopback and stop them on drop.
+//!
+//! The binaries under test are the workspace's own (`virtgated`, `virtgate`,
+//! `virtgate-pki`), found next to the test executable in cargo's target directory: run
+//! `cargo build --workspace --bins` before `cargo test` (scripts/test.sh does both).
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+/// Path of one of the workspace's binaries (`virtgated`, `virtgate`, `virtgate-pki`).
+///
+/// Panics with the command that builds it when it is missing: a test must fail, not skip.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("VIRTGATE_BIN_DIR") {
+        let p = PathBuf::from(dir).join(name);
+        assert!(p.is_file(), "{} not found (VIRTGATE_BIN_DIR is set)", p.display());
+        return p;
+    }
+    // target/debug/deps/it-HASH -> target/debug/NAME
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/PROFILE/deps");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not found: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Path of a system program the tests need; panics with the package that provides it.
+pub fn system_bin(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"] {
+        let p = PathBuf::from(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{name}` is not installed: run `sudo apt-get install -y {package}` (or scripts/test.sh)");
+}

@@ -1,0 +1,1 @@
+//! OpenSSL interop and virtgate-pki CLI tests (written by the PKI work).
