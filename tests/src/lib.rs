@@ -1,13 +1,28 @@
 //! Fixtures for virtgate's integration tests: builders that start real processes (the
 //! gateway, QEMU, later a KDC, sshd and libvirtd) on loopback and stop them on drop.
 //!
+//! Layout: [`fixture::pki`] makes a CA with the real `virtgate-pki`; [`fixture::qemu`]
+//! starts a diskless TCG QEMU with unix QMP/VNC/serial sockets; [`fixture::gateway`] writes
+//! a config and starts `virtgated` on port 0, learning its addresses from stdout;
+//! [`fixture::client`] runs `virtgate` with a profile of its own, curl, and `virtgate vnc`;
+//! [`fixture::vnc`] takes screenshots with vncsnapshot. [`fixture::process`] holds the
+//! child guards and deadlines all of them use.
+//!
 //! The binaries under test are the workspace's own (`virtgated`, `virtgate`,
 //! `virtgate-pki`), found next to the test executable in cargo's target directory: run
 //! `cargo build --workspace --bins` before `cargo test` (scripts/test.sh does both).
 
 #![forbid(unsafe_code)]
 
+pub mod fixture;
+
 use std::path::PathBuf;
+
+pub use fixture::client::{curl, metric, ClientUser, Forwarder};
+pub use fixture::gateway::{Gateway, GatewayBuilder};
+pub use fixture::pki::{ClientCert, Pki};
+pub use fixture::process::{poll, run, text, ChildGuard, LineReader};
+pub use fixture::qemu::{Qemu, QemuBuilder};
 
 /// Path of one of the workspace's binaries (`virtgated`, `virtgate`, `virtgate-pki`).
 ///

@@ -1,0 +1,42 @@
+//! Authentication: who is on the other end of a connection, as an [`Identity`].
+//!
+//! Each transport proves identity its own way and produces the same [`Identity`]; the rest
+//! of the gateway (authz, api, audit) only ever sees that. Today: TLS client certificates
+//! ([`tls`]) and the unix socket's peer uid ([`peercred`]). Kerberos (HTTP Negotiate) slots
+//! in later as a per-connection step after a certificate-less TLS handshake: the TLS
+//! acceptor would then allow unauthenticated clients (`ClientAuth::Optional`) and the API
+//! would bind the connection to the principal of the first `Authorization: Negotiate`.
+
+pub mod peercred;
+pub mod tls;
+
+use virtgate_proto::{AuthMethod, WhoAmI};
+
+/// An authenticated peer, fixed for the lifetime of its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name that rules match (certificate CN, unix user, Kerberos principal's user).
+    pub user: String,
+    /// How it was established; shown by `whoami` and written to the audit log.
+    pub method: AuthMethod,
+    /// The certificate subject or full Kerberos principal, when there is one.
+    pub principal: Option<String>,
+    /// Unix groups (unix socket peers); rules may name `group:NAME`.
+    pub groups: Vec<String>,
+    /// The peer's address (`ip:port`, or `unix`), for logs and the audit log.
+    pub peer: Option<String>,
+}
+
+impl Identity {
+    /// The `GET /v1/whoami` body.
+    pub fn whoami(&self) -> WhoAmI {
+        WhoAmI {
+            user: self.user.clone(),
+            method: self.method,
+            principal: self.principal.clone(),
+            groups: self.groups.clone(),
+            peer: self.peer.clone(),
+            gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}

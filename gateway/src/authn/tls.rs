@@ -1,0 +1,281 @@
+//! TLS with client certificates: the server configuration, and the identity in a certificate.
+//!
+//! rustls (ring provider, TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`) requires a client
+//! certificate that chains to `tls.client_ca` and is not revoked by `tls.crl`. The user is the
+//! certificate's subject CN. CRLs are fixed per `ServerConfig`: a reload builds a new one.
+//! Failed handshakes are classified by [`handshake_failure_reason`] for the log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use virtgate_proto::AuthMethod;
+
+use super::Identity;
+use crate::config;
+
+/// Why the TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A configured file is missing or unreadable.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// Which setting (`tls.cert`, ...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A file that is not the PEM it should be.
+    #[error("{what} {}: {detail}", path.display())]
+    BadPem {
+        /// Which setting.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// rustls refused the certificates, key or CRLs.
+    #[error("TLS set-up with {}: {source}", path.display())]
+    Rustls {
+        /// The file the refused item came from.
+        path: PathBuf,
+        /// rustls' reason.
+        source: rustls::Error,
+    },
+    /// The client certificate verifier could not be built (bad CA or CRL).
+    #[error("client certificate verification with {}: {source}", path.display())]
+    Verifier {
+        /// `tls.client_ca`.
+        path: PathBuf,
+        /// rustls' reason.
+        source: rustls::server::VerifierBuilderError,
+    },
+    /// `tls.client_ca` is not set (validation normally catches this).
+    #[error("tls.client_ca is not set")]
+    NoClientCa,
+}
+
+impl TlsError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            TlsError::Read { path, source, .. } if source.kind() == std::io::ErrorKind::NotFound => format!(
+                "create it (e.g. `virtgate-pki --dir DIR issue-server --dns HOST --out {}`) or fix the path in the config",
+                path.parent().unwrap_or(Path::new("DIR")).display()
+            ),
+            TlsError::Read { .. } => "check the file's owner and mode: the gateway's user must read it".into(),
+            TlsError::BadPem { what, .. } if *what == "tls.key" => {
+                "tls.key must be an unencrypted PEM private key (PKCS#8 `BEGIN PRIVATE KEY`, or PKCS#1/SEC1)".into()
+            }
+            TlsError::BadPem { .. } => "the file must hold PEM blocks (`-----BEGIN ...-----`)".into(),
+            TlsError::Rustls { .. } => "check that tls.key belongs to tls.cert".into(),
+            TlsError::Verifier { .. } => "tls.client_ca must be the CA certificate and tls.crl its CRL".into(),
+            TlsError::NoClientCa => "set tls.client_ca".into(),
+        })
+    }
+}
+
+fn read_err(what: &'static str, path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
+    match e {
+        rustls::pki_types::pem::Error::Io(source) => TlsError::Read {
+            what,
+            path: path.to_owned(),
+            source,
+        },
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::BadPem {
+            what,
+            path: path.to_owned(),
+            detail: "no PEM item of the expected kind in it".into(),
+        },
+        other => TlsError::BadPem {
+            what,
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// All certificates in a PEM file (at least one). Kept local until `virtgate_pki::keyfile`
+/// offers the same; one small function so the swap is easy.
+pub fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_err(what, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_err(what, path, e))?;
+    if certs.is_empty() {
+        return Err(read_err(what, path, rustls::pki_types::pem::Error::NoItemsFound));
+    }
+    Ok(certs)
+}
+
+/// The server's unencrypted private key.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| read_err("tls.key", path, e))
+}
+
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| read_err("tls.crl", path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_err("tls.crl", path, e))?;
+    if crls.is_empty() {
+        return Err(read_err("tls.crl", path, rustls::pki_types::pem::Error::NoItemsFound));
+    }
+    Ok(crls)
+}
+
+/// Build the rustls server configuration from `[tls]`.
+pub fn server_config(tls: &config::Tls) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = load_certs("tls.cert", &tls.cert)?;
+    let key = load_key(&tls.key)?;
+    let ca_path = tls.client_ca.as_deref().ok_or(TlsError::NoClientCa)?;
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs("tls.client_ca", ca_path)? {
+        roots.add(ca).map_err(|source| TlsError::Rustls {
+            path: ca_path.to_owned(),
+            source,
+        })?;
+    }
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(crl) = &tls.crl {
+        verifier = verifier
+            .with_crls(load_crls(crl)?)
+            .only_check_end_entity_revocation();
+    }
+    let verifier = verifier.build().map_err(|source| TlsError::Verifier {
+        path: ca_path.to_owned(),
+        source,
+    })?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|source| TlsError::Rustls {
+            path: tls.cert.clone(),
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Rustls {
+            path: tls.key.clone(),
+            source,
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Why a client certificate gives no identity.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertIdentityError {
+    /// The handshake finished without a client certificate (only possible once certificate-less
+    /// logins such as Kerberos are allowed).
+    #[error("no client certificate")]
+    NoCertificate,
+    /// The certificate could not be parsed (rustls accepted it, so this is unexpected).
+    #[error("client certificate does not parse: {0}")]
+    Parse(String),
+    /// The subject has no common name to use as the user name.
+    #[error("client certificate subject `{0}` has no CN")]
+    NoCommonName(String),
+}
+
+/// The identity in a verified client certificate chain: subject CN as the user.
+pub fn identity_from_certs(
+    certs: Option<&[CertificateDer<'_>]>,
+    peer: Option<String>,
+) -> Result<Identity, CertIdentityError> {
+    let leaf = certs.and_then(|c| c.first()).ok_or(CertIdentityError::NoCertificate)?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| CertIdentityError::Parse(e.to_string()))?;
+    let subject = cert.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+        .filter(|cn| !cn.is_empty())
+        .ok_or_else(|| CertIdentityError::NoCommonName(subject.to_string()))?;
+    Ok(Identity {
+        user: cn,
+        method: AuthMethod::Certificate,
+        principal: Some(subject.to_string()),
+        groups: vec![],
+        peer,
+    })
+}
+
+/// A short reason for a failed TLS handshake, for the log: the rustls error behind the I/O
+/// error when there is one (unknown CA, revoked, expired, no certificate, ...).
+pub fn handshake_failure_reason(e: &std::io::Error) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "peer closed the connection during the handshake".into(),
+            _ => e.to_string(),
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => "client sent no certificate".into(),
+        E::InvalidCertificate(C::UnknownIssuer) => "client certificate from an unknown CA".into(),
+        E::InvalidCertificate(C::Revoked) => "client certificate is revoked".into(),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "client certificate has expired".into(),
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "client certificate is not valid yet".into()
+        }
+        E::InvalidCertificate(other) => format!("client certificate refused: {other:?}"),
+        E::InvalidCertRevocationList(crl) => format!("CRL problem: {crl:?}"),
+        E::AlertReceived(alert) => format!("client aborted the handshake (alert {alert:?}, e.g. it does not trust our certificate)"),
+        E::NoApplicationProtocol => "no common ALPN protocol (need h2 or http/1.1)".into(),
+        E::PeerIncompatible(p) => format!("client incompatible: {p:?}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_name_the_path_and_key() {
+        let tls = config::Tls {
+            cert: "/nonexistent/server.pem".into(),
+            key: "/nonexistent/server.key".into(),
+            client_ca: Some("/nonexistent/ca.pem".into()),
+            crl: None,
+        };
+        let e = server_config(&tls).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.contains("tls.cert") && shown.contains("/nonexistent/server.pem"), "{shown}");
+        assert!(e.hint().unwrap().contains("virtgate-pki"));
+    }
+
+    #[test]
+    fn a_file_without_pem_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("junk.pem");
+        std::fs::write(&p, "not pem").unwrap();
+        let e = load_certs("tls.client_ca", &p).unwrap_err();
+        assert!(matches!(e, TlsError::BadPem { .. }), "{e:?}");
+        assert!(e.to_string().contains("junk.pem"));
+    }
+
+    #[test]
+    fn reasons_for_rustls_errors() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        assert_eq!(
+            handshake_failure_reason(&io(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked))),
+            "client certificate is revoked"
+        );
+        assert_eq!(
+            handshake_failure_reason(&io(rustls::Error::NoCertificatesPresented)),
+            "client sent no certificate"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The gateway's configuration file, `/etc/virtgate/gateway.toml` (contract: DESIGN.md).
+//!
+//! The types here are the file's schema: serde reads them with `deny_unknown_fields`
+//! everywhere, and schemars turns the same types into the JSON Schema that
+//! `virtgated schema` prints, so the file, the schema and the code cannot drift apart.
+//! [`load`](load::load) reads and parses a file (errors carry FILE:LINE:COLUMN and a hint
+//! naming the valid keys), then [`validate`](validate::validate) checks what a type cannot
+//! express (duplicates, absolute paths, rules naming a known role, ...).
+
+mod load;
+mod validate;
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use load::{load, parse, ConfigError, ParseError};
+pub use validate::{validate, Invalid};
+
+use crate::authz::Role;
+
+/// Where `virtgated` looks for its configuration unless `--config` or
+/// `VIRTGATE_GATEWAY_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/virtgate/gateway.toml";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect.
+    pub listen: Listen,
+    /// Server certificate and the CA that signs client certificates; required for TCP listeners.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Kerberos (HTTP Negotiate) login. Parsed so the contract is stable; not supported by this
+    /// build yet, so validation rejects it with a clear message.
+    #[serde(default)]
+    pub kerberos: Option<Kerberos>,
+    /// The hypervisor behind the gateway.
+    pub backend: Backend,
+    /// Authorization rules; a domain no rule grants does not exist for that identity.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+    /// Where authorization decisions are recorded; no audit log when absent.
+    #[serde(default)]
+    pub audit: Option<Audit>,
+    /// Bounds on what one peer may hold, and timeouts.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[listen]`: the gateway's sockets.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// TCP addresses (`IP:PORT`, IPv6 in brackets); `[::]:PORT` accepts IPv4 and IPv6 alike.
+    /// Port 0 picks a free port (printed as `listening on ADDR`).
+    #[serde(default)]
+    pub tcp: Vec<String>,
+    /// A unix socket speaking HTTP/2 with prior knowledge; peers are identified by uid.
+    #[serde(default)]
+    pub unix: Option<PathBuf>,
+}
+
+/// `[tls]`: the server's certificate and how client certificates are checked.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// The server's private key (PEM, PKCS#8 unencrypted, or PKCS#1/SEC1).
+    pub key: PathBuf,
+    /// CA certificate(s) (PEM) that client certificates must chain to; enables certificate login.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Certificate revocation list(s) (PEM) of that CA; revoked client certificates are refused.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+}
+
+/// `[kerberos]`: HTTP Negotiate login (a later version implements it).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Kerberos {
+    /// The keytab holding the service key; when unset: `$KRB5_KTNAME`,
+    /// `/etc/virtgate/krb5.keytab`, `/etc/krb5.keytab`.
+    #[serde(default)]
+    pub keytab: Option<PathBuf>,
+    /// Service name of the acceptor `SERVICE@host` (default `HTTP`).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Realms removed from principals to form user names (`alice@EXAMPLE.ORG` -> `alice`).
+    #[serde(default)]
+    pub strip_realm: Vec<String>,
+}
+
+/// Which hypervisor implementation serves the domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// QEMU processes reached through their QMP, VNC and serial unix sockets.
+    Qemu,
+    /// libvirtd (a later version implements it).
+    Libvirt,
+}
+
+/// `[backend]`: the hypervisor.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// `qemu` or `libvirt`.
+    pub kind: BackendKind,
+    /// libvirt connection URI (libvirt only; default `qemu:///system`).
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// libvirtd's read-write RPC socket (libvirt only).
+    #[serde(default)]
+    pub libvirt_socket: Option<PathBuf>,
+    /// libvirtd's read-only RPC socket (libvirt only).
+    #[serde(default)]
+    pub libvirt_socket_ro: Option<PathBuf>,
+    /// Seconds to wait for the QMP socket of a QEMU the gateway starts itself (default 30).
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_s: u64,
+    /// The VMs of the qemu backend, one `[[backend.domain]]` table each.
+    #[serde(default, rename = "domain")]
+    pub domains: Vec<DomainConfig>,
+}
+
+fn default_start_timeout() -> u64 {
+    30
+}
+
+/// `[[backend.domain]]`: one QEMU virtual machine.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// The name users type; unique.
+    pub name: String,
+    /// QEMU's QMP socket (`-qmp unix:PATH,server=on,wait=off`): state, uuid, size, quit.
+    pub qmp: PathBuf,
+    /// QEMU's VNC socket (`-vnc unix:PATH`), tunnelled by `virtgate vnc`.
+    #[serde(default)]
+    pub vnc: Option<PathBuf>,
+    /// The serial console socket (`-serial unix:PATH,server=on,wait=off`).
+    #[serde(default)]
+    pub serial: Option<PathBuf>,
+    /// When set, the gateway starts this program (no shell) and stops it on exit.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+/// `[[rule]]`: who may do what on which domains.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// User names, `group:NAME`, principals (`bob@EXAMPLE.ORG`), or `*` for every
+    /// authenticated identity.
+    pub who: Vec<String>,
+    /// Domain name globs (`web*`, `*`).
+    pub domains: Vec<String>,
+    /// `viewer` < `operator` < `admin`.
+    pub role: Role,
+}
+
+/// `[audit]`: the audit log.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// File that receives one JSON line per authorization decision (appended).
+    pub path: PathBuf,
+}
+
+/// `[limits]`: bounds and timeouts, so a slow or hostile peer cannot pin resources.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections served at once over all listeners; more are closed right away.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls and tunnels) per connection.
+    pub max_streams_per_connection: u32,
+    /// Seconds a peer has to finish the TLS handshake.
+    pub handshake_timeout_s: u64,
+    /// Seconds open connections get to finish after SIGTERM/SIGINT.
+    pub drain_timeout_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_streams_per_connection: 256,
+            handshake_timeout_s: 10,
+            drain_timeout_s: 10,
+        }
+    }
+}
+
+impl Config {
+    /// One line summing up what the file configures, for `check-config`.
+    pub fn summary(&self) -> String {
+        let mut listeners: Vec<String> = self.listen.tcp.iter().map(|a| format!("tcp {a}")).collect();
+        if let Some(u) = &self.listen.unix {
+            listeners.push(format!("unix {}", u.display()));
+        }
+        format!(
+            "{} domains, {} rules, listeners {}",
+            self.backend.domains.len(),
+            self.rules.len(),
+            listeners.join(", ")
+        )
+    }
+}
+
+/// The JSON Schema of the configuration file, pretty-printed.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Config);
+    serde_json::to_string_pretty(&schema).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -1,0 +1,311 @@
+//! Checks a parsed configuration for what its types cannot express.
+//!
+//! Every problem names the key (`backend.domain[1].name`) and carries a hint; all problems
+//! are collected, not just the first, so one `check-config` run shows everything to fix.
+//! No file is opened here: missing certificate files are found when TLS is set up (which
+//! `check-config` also does).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::{BackendKind, Config};
+
+/// One problem in an otherwise well-formed configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The key it is about, as a path (`tls.cert`, `rule[0].who`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+struct Problems(Vec<Invalid>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+        self.0.push(Invalid {
+            key: key.into(),
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    fn absolute(&mut self, key: String, path: &Path) {
+        if path.as_os_str().is_empty() {
+            self.add(key, "empty path", "give an absolute path");
+        } else if !path.is_absolute() {
+            self.add(
+                key,
+                format!("relative path `{}`", path.display()),
+                "write an absolute path: the gateway's working directory is not defined",
+            );
+        }
+    }
+}
+
+/// Every problem in `config`; empty when it is usable.
+pub fn validate(config: &Config) -> Vec<Invalid> {
+    let mut p = Problems(Vec::new());
+    listen(config, &mut p);
+    tls(config, &mut p);
+    backend(config, &mut p);
+    rules(config, &mut p);
+    if let Some(a) = &config.audit {
+        p.absolute("audit.path".into(), &a.path);
+    }
+    limits(config, &mut p);
+    p.0
+}
+
+fn listen(config: &Config, p: &mut Problems) {
+    let l = &config.listen;
+    if l.tcp.is_empty() && l.unix.is_none() {
+        p.add(
+            "listen",
+            "no listener: neither listen.tcp nor listen.unix is set",
+            "add tcp = [\"[::]:16520\"] to [listen]",
+        );
+    }
+    let mut seen = HashMap::new();
+    for (i, a) in l.tcp.iter().enumerate() {
+        let key = format!("listen.tcp[{i}]");
+        match a.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if let Some(j) = seen.insert(addr, i) {
+                    p.add(key, format!("`{a}` is listed twice (also listen.tcp[{j}])"), "remove one");
+                }
+            }
+            Err(_) => p.add(
+                key,
+                format!("`{a}` is not an IP:PORT address"),
+                "write e.g. \"[::]:16520\" (IPv4 and IPv6), \"127.0.0.1:16520\" or \"[::1]:16520\"; host names are not resolved",
+            ),
+        }
+    }
+    if let Some(u) = &l.unix {
+        p.absolute("listen.unix".into(), u);
+    }
+}
+
+fn tls(config: &Config, p: &mut Problems) {
+    if let Some(k) = &config.kerberos {
+        let _ = k;
+        p.add(
+            "kerberos",
+            "Kerberos login is not supported in this build yet",
+            "remove the [kerberos] table; use client certificates ([tls] client_ca) for now",
+        );
+    }
+    match &config.tls {
+        None if !config.listen.tcp.is_empty() => p.add(
+            "tls",
+            "listen.tcp is set but [tls] is missing: TCP connections are TLS only",
+            "add [tls] with cert, key and client_ca (e.g. from `virtgate-pki issue-server`)",
+        ),
+        None => {}
+        Some(t) => {
+            p.absolute("tls.cert".into(), &t.cert);
+            p.absolute("tls.key".into(), &t.key);
+            match &t.client_ca {
+                Some(ca) => p.absolute("tls.client_ca".into(), ca),
+                None => p.add(
+                    "tls.client_ca",
+                    "not set: no client could log in over TLS",
+                    "set client_ca to the CA that signs client certificates (virtgate-pki's ca.pem)",
+                ),
+            }
+            if let Some(crl) = &t.crl {
+                p.absolute("tls.crl".into(), crl);
+                if t.client_ca.is_none() {
+                    p.add("tls.crl", "a CRL without client_ca has nothing to revoke", "set tls.client_ca");
+                }
+            }
+        }
+    }
+}
+
+fn backend(config: &Config, p: &mut Problems) {
+    let b = &config.backend;
+    match b.kind {
+        BackendKind::Libvirt => p.add(
+            "backend.kind",
+            "the libvirt backend is not supported in this build yet",
+            "use kind = \"qemu\" with [[backend.domain]] tables",
+        ),
+        BackendKind::Qemu => {
+            for (key, set) in [
+                ("backend.uri", b.uri.is_some()),
+                ("backend.libvirt_socket", b.libvirt_socket.is_some()),
+                ("backend.libvirt_socket_ro", b.libvirt_socket_ro.is_some()),
+            ] {
+                if set {
+                    p.add(key, "only used by kind = \"libvirt\"", "remove it, or set kind = \"libvirt\"");
+                }
+            }
+            if b.domains.is_empty() {
+                p.add(
+                    "backend.domain",
+                    "kind = \"qemu\" but no [[backend.domain]] is configured",
+                    "add a [[backend.domain]] table with name, qmp and vnc",
+                );
+            }
+        }
+    }
+    if b.start_timeout_s == 0 {
+        p.add("backend.start_timeout_s", "must be at least 1", "the default is 30");
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, d) in b.domains.iter().enumerate() {
+        let key = |k: &str| format!("backend.domain[{i}].{k}");
+        if d.name.trim().is_empty() {
+            p.add(key("name"), "empty domain name", "give every domain a name users can type");
+        } else if d.name.contains('/') || d.name.chars().any(char::is_control) {
+            p.add(key("name"), format!("`{}` contains `/` or a control character", d.name.escape_debug()), "use letters, digits, `-`, `_`, `.`");
+        } else if let Some(j) = names.insert(d.name.as_str(), i) {
+            p.add(
+                key("name"),
+                format!("duplicate domain name `{}` (also backend.domain[{j}])", d.name),
+                "domain names must be unique",
+            );
+        }
+        p.absolute(key("qmp"), &d.qmp);
+        if let Some(v) = &d.vnc {
+            p.absolute(key("vnc"), v);
+        }
+        if let Some(s) = &d.serial {
+            p.absolute(key("serial"), s);
+        }
+        if let Some(cmd) = &d.command {
+            if cmd.first().is_none_or(|c| c.trim().is_empty()) {
+                p.add(
+                    key("command"),
+                    "empty command",
+                    "give the program and its arguments: [\"qemu-system-x86_64\", \"-qmp\", ...]",
+                );
+            }
+        }
+    }
+}
+
+fn rules(config: &Config, p: &mut Problems) {
+    for (i, r) in config.rules.iter().enumerate() {
+        if r.who.is_empty() || r.who.iter().any(|w| w.trim().is_empty()) {
+            p.add(
+                format!("rule[{i}].who"),
+                "empty: this rule matches nobody",
+                "name users, `group:NAME`, principals, or \"*\"",
+            );
+        }
+        for w in &r.who {
+            if w.strip_prefix("group:").is_some_and(|g| g.is_empty()) {
+                p.add(format!("rule[{i}].who"), "`group:` without a group name", "write group:NAME");
+            }
+        }
+        if r.domains.is_empty() || r.domains.iter().any(|d| d.is_empty()) {
+            p.add(
+                format!("rule[{i}].domains"),
+                "empty: this rule matches no domain",
+                "name domains or globs such as \"web*\" or \"*\"",
+            );
+        }
+    }
+}
+
+fn limits(config: &Config, p: &mut Problems) {
+    let l = &config.limits;
+    for (key, value) in [
+        ("limits.max_connections", l.max_connections as u64),
+        ("limits.max_streams_per_connection", u64::from(l.max_streams_per_connection)),
+        ("limits.handshake_timeout_s", l.handshake_timeout_s),
+    ] {
+        if value == 0 {
+            p.add(key, "must be at least 1", "remove it to use the default");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn problems(text: &str) -> Vec<Invalid> {
+        validate(&parse(text, Path::new("t.toml")).unwrap())
+    }
+
+    const BASE: &str = r#"
+[listen]
+tcp = ["[::]:0"]
+[tls]
+cert = "/p/server.pem"
+key = "/p/server.key"
+client_ca = "/p/ca.pem"
+[backend]
+kind = "qemu"
+[[backend.domain]]
+name = "a"
+qmp = "/r/a/qmp.sock"
+vnc = "/r/a/vnc.sock"
+"#;
+
+    fn keys(ps: &[Invalid]) -> Vec<&str> {
+        ps.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn base_is_valid() {
+        assert!(problems(BASE).is_empty());
+    }
+
+    #[test]
+    fn duplicate_domains_and_relative_paths() {
+        let text = format!("{BASE}[[backend.domain]]\nname = \"a\"\nqmp = \"rel/qmp.sock\"\n");
+        let ps = problems(&text);
+        assert_eq!(keys(&ps), ["backend.domain[1].name", "backend.domain[1].qmp"], "{ps:?}");
+        assert!(ps[0].message.contains("also backend.domain[0]"));
+    }
+
+    #[test]
+    fn no_listener_and_tls_missing() {
+        let ps = problems(&BASE.replace("tcp = [\"[::]:0\"]", ""));
+        assert_eq!(keys(&ps), ["listen"]);
+        let no_tls = BASE.replace("[tls]\ncert = \"/p/server.pem\"\nkey = \"/p/server.key\"\nclient_ca = \"/p/ca.pem\"\n", "");
+        assert_eq!(keys(&problems(&no_tls)), ["tls"]);
+        let no_ca = BASE.replace("client_ca = \"/p/ca.pem\"\n", "");
+        assert_eq!(keys(&problems(&no_ca)), ["tls.client_ca"]);
+    }
+
+    #[test]
+    fn bad_addresses_unsupported_sections_and_empty_backend() {
+        let ps = problems(&BASE.replace("[::]:0", "localhost:80"));
+        assert_eq!(keys(&ps), ["listen.tcp[0]"]);
+        assert!(ps[0].hint.contains("[::]:16520"));
+        let ps = problems(&format!("{BASE}[kerberos]\nservice = \"HTTP\"\n"));
+        assert_eq!(keys(&ps), ["kerberos"]);
+        assert!(ps[0].message.contains("not supported in this build yet"));
+        let head = BASE.split("[[backend.domain]]").next().unwrap();
+        assert_eq!(keys(&problems(head)), ["backend.domain"]);
+    }
+
+    #[test]
+    fn rules_must_name_someone_and_something() {
+        let ps = problems(&format!("{BASE}[[rule]]\nwho = []\ndomains = [\"*\"]\nrole = \"viewer\"\n[[rule]]\nwho = [\"group:\"]\ndomains = []\nrole = \"admin\"\n"));
+        assert_eq!(keys(&ps), ["rule[0].who", "rule[1].who", "rule[1].domains"]);
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let ps = problems(&format!("{BASE}[limits]\nmax_connections = 0\n"));
+        assert_eq!(keys(&ps), ["limits.max_connections"]);
+    }
+}

@@ -1,0 +1,161 @@
+//! Writing files atomically, with the right mode from the first byte.
+//!
+//! Every file this crate writes goes through [`write_file`]: the contents land in a
+//! temporary file in the same folder, created with `create_new` and its final mode (0600
+//! for private keys), then the temporary file takes the final name in one step. There is
+//! never a moment where a key is readable by others, and a crash leaves either the old
+//! file or the new one, never half of one.
+//!
+//! Existing files are either refused ([`Existing::Refuse`], the default everywhere: a key
+//! is never overwritten silently) or replaced ([`Existing::Replace`], `--force`).
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Mode of files holding a private key: readable by the owner only.
+pub const KEY_MODE: u32 = 0o600;
+
+/// Mode of every other file (certificates, CRLs, the index).
+pub const PUBLIC_MODE: u32 = 0o644;
+
+/// Mode of folders this crate creates: they may hold keys.
+pub const DIR_MODE: u32 = 0o700;
+
+/// What to do when the destination of a write already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Fail with [`io::ErrorKind::AlreadyExists`] and leave the file untouched.
+    Refuse,
+    /// Replace the file atomically (the `--force` flag).
+    Replace,
+}
+
+/// Tells temporary names apart when one process writes several files at once.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `contents` to `path` with permission bits `mode`, atomically.
+///
+/// The file is complete and flushed to disk before it appears under its name. With
+/// [`Existing::Refuse`], an existing `path` gives an error of kind
+/// [`io::ErrorKind::AlreadyExists`] and is left as it was.
+pub fn write_file(path: &Path, contents: &[u8], mode: u32, existing: Existing) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+
+    if existing == Existing::Refuse && fs::symlink_metadata(path).is_ok() {
+        return Err(already_exists());
+    }
+
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = write_temp(&tmp, contents, mode).and_then(|()| match existing {
+        Existing::Replace => fs::rename(&tmp, path),
+        Existing::Refuse => publish_no_replace(&tmp, path),
+    });
+    // Whatever happened, the temporary name must not stay behind (after a successful
+    // rename it no longer exists, and the error is ignored).
+    let _ = fs::remove_file(&tmp);
+    result?;
+    sync_dir(&dir);
+    Ok(())
+}
+
+/// Creates `tmp` (which must not exist) with `mode`, writes and flushes `contents`.
+fn write_temp(tmp: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)?;
+    // The umask may have removed bits from `mode`; set exactly what was asked for.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Gives `tmp` the name `path` unless `path` exists, without a window where another
+/// writer could slip in: a hard link fails when its name is taken. Falls back to a
+/// check-then-rename on file systems without hard links.
+fn publish_no_replace(tmp: &Path, path: &Path) -> io::Result<()> {
+    match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists()),
+        Err(_) => {
+            if fs::symlink_metadata(path).is_ok() {
+                return Err(already_exists());
+            }
+            fs::rename(tmp, path)
+        }
+    }
+}
+
+/// The error for a destination that is already there.
+fn already_exists() -> io::Error {
+    io::Error::new(io::ErrorKind::AlreadyExists, "file exists")
+}
+
+/// Flushes a folder's entries, so a new name survives a crash (best effort).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Creates `dir` and its parents when missing; new folders get [`DIR_MODE`].
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_with_mode_and_refuses_existing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        write_file(&p, b"one", KEY_MODE, Existing::Refuse).unwrap();
+        let meta = fs::metadata(&p).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+
+        let err = write_file(&p, b"two", KEY_MODE, Existing::Refuse).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+
+        write_file(&p, b"three", PUBLIC_MODE, Existing::Replace).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"three");
+        let meta = fs::metadata(&p).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+
+        // no temporary files left behind
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn missing_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope/k.key");
+        let err = write_file(&p, b"x", KEY_MODE, Existing::Refuse).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages virtgate's demo and tests use (QEMU, a VNC client, curl,
+# openssl), if any is missing. Needs root or sudo; safe to run again.
+set -euo pipefail
+
+packages=(qemu-system-x86 vncsnapshot curl openssl ca-certificates pkg-config)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "error: need root to install: ${missing[*]}" >&2; echo "hint: run as root, or install them with apt-get" >&2; exit 1; }
+    sudo=(sudo)
+fi
+extra=()
+# A qemu-utils from backports (some images ship one) conflicts with Debian 12's QEMU:
+# take qemu-utils from the release itself so qemu-system-x86 can be installed.
+qu=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+if [[ "$qu" == *bpo* ]]; then
+    . /etc/os-release
+    extra=(--allow-downgrades "qemu-utils/${VERSION_CODENAME}")
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${extra[@]}" "${missing[@]}"

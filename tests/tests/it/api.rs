@@ -1,0 +1,121 @@
+//! The management API through the real client and through curl, over IPv4 and IPv6, on
+//! separate listeners and on one dual-stack `[::]` listener; graceful stop.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use virtgate_tests::{curl, text, ClientUser, GatewayBuilder, Pki, QemuBuilder};
+
+use crate::World;
+
+fn domains(v: &Value) -> Vec<Value> {
+    v.get("domains")
+        .and_then(Value::as_array)
+        .or_else(|| v.as_array())
+        .cloned()
+        .unwrap_or_else(|| panic!("no domain list in {v}"))
+}
+
+#[test]
+fn whoami_list_info_over_ipv4_and_ipv6() {
+    let w = World::start(|g| g);
+    for (i, family) in [(0, "127.0.0.1"), (1, "[::1]")] {
+        let c = w.client(&format!("c{i}"), i, &w.alice);
+        assert!(w.gateway.url(i).contains(family));
+
+        let who: Value = serde_json::from_str(&c.ok(&["whoami", "--json"])).unwrap();
+        assert_eq!(who["user"], "alice", "{who}");
+        assert_eq!(who["method"], "certificate", "{who}");
+
+        let human = c.ok(&["whoami"]);
+        assert!(human.contains("alice") && human.contains("certificate"), "{human}");
+
+        let list: Value = serde_json::from_str(&c.ok(&["list", "--json"])).unwrap();
+        let d = domains(&list);
+        assert_eq!(d.len(), 1, "{list}");
+        assert_eq!(d[0]["name"], "web1");
+        assert_eq!(d[0]["state"], "running");
+
+        let table = c.ok(&["list"]);
+        assert!(table.contains("web1") && table.contains("running"), "{table}");
+
+        let info: Value = serde_json::from_str(&c.ok(&["info", "web1", "--json"])).unwrap();
+        assert_eq!(info["name"], "web1");
+        assert!(info["consoles"].as_array().unwrap().contains(&"vnc".into()), "{info}");
+    }
+}
+
+#[test]
+fn curl_gets_domains_over_http2_and_http1() {
+    let w = World::start(|g| g);
+    for (i, proto, want) in [(0, "--http2", "2"), (1, "--http1.1", "1.1")] {
+        let out = curl(
+            &w.alice,
+            &w.pki.ca_pem,
+            &format!("{}/v1/domains", w.gateway.https(i)),
+            &[proto, "-w", "\n%{http_version} %{http_code} %{content_type}"],
+        );
+        let (o, e) = text(&out);
+        assert!(out.status.success(), "curl failed: {e}");
+        let (body, meta) = o.rsplit_once('\n').unwrap();
+        assert!(meta.starts_with(&format!("{want} 200")), "{meta}");
+        assert!(meta.contains("application/json"), "{meta}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(domains(&v)[0]["name"], "web1");
+    }
+}
+
+#[test]
+fn dual_stack_listener_serves_ipv4_and_ipv6_clients() {
+    let w = World::start(|g| g.listen(&["[::]:0"]));
+    let port = w.gateway.addrs[0].port();
+    for (i, url) in [
+        format!("virtgate://127.0.0.1:{port}"),
+        format!("virtgate://[::1]:{port}"),
+        format!("virtgate://localhost:{port}"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = ClientUser::new(&w.dir.path().join(format!("c{i}")), &url, &w.alice);
+        let who: Value = serde_json::from_str(&c.ok(&["whoami", "--json"])).unwrap();
+        assert_eq!(who["user"], "alice", "{url}: {who}");
+    }
+}
+
+#[test]
+fn sigterm_stops_gateway_and_the_qemu_it_started() {
+    let dir = tempfile::Builder::new().prefix("vg-").tempdir_in("/tmp").unwrap();
+    let pki = Pki::new(dir.path(), "ca");
+    let alice = pki.client("alice", None);
+    let qb = QemuBuilder::new("owned");
+    let (argv, qmp, vnc, _) = qb.command_line(dir.path());
+    std::fs::create_dir_all(qmp.parent().unwrap()).unwrap();
+    let command: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    let domain = format!(
+        "[[backend.domain]]\nname = \"owned\"\nqmp = {:?}\nvnc = {:?}\ncommand = [{}]\n",
+        qmp.display().to_string(),
+        vnc.display().to_string(),
+        command.join(", ")
+    );
+    let mut gw = GatewayBuilder::new(&pki)
+        .domain(domain)
+        .rule(&["alice"], &["*"], "viewer")
+        .start(&dir.path().join("gw"));
+    let c = ClientUser::new(&dir.path().join("c"), &gw.url(0), &alice);
+    let list = c.ok(&["list", "--json"]);
+    assert!(list.contains("\"running\""), "supervised QEMU should run: {list}");
+    assert!(std::os::unix::net::UnixStream::connect(&qmp).is_ok());
+
+    gw.signal("TERM");
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("gateway did not stop on SIGTERM; log:\n{}", gw.log()));
+    assert!(status.success(), "exit {status}; log:\n{}", gw.log());
+    assert!(
+        std::os::unix::net::UnixStream::connect(&qmp).is_err(),
+        "the QEMU the gateway started must be gone after it stops"
+    );
+    let out = c.run(&["list"]);
+    assert_eq!(out.status.code(), Some(1), "gateway is gone, list must fail");
+}

@@ -1,0 +1,87 @@
+//! VNC through `virtgate vnc`: a real VNC client (vncsnapshot) takes the SeaBIOS screen
+//! through the tunnel, several VNC clients share the one gateway connection, and a domain
+//! whose QEMU is gone fails alone.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use virtgate_tests::fixture::vnc::{snapshot_until, SEABIOS};
+use virtgate_tests::{metric, poll};
+
+use crate::World;
+
+#[test]
+fn screenshot_through_tunnel_over_ipv4_and_ipv6() {
+    let w = World::start(|g| g);
+    for i in [0usize, 1] {
+        let c = w.client(&format!("c{i}"), i, &w.alice);
+        let listen = if i == 0 { "127.0.0.1:0" } else { "[::1]:0" };
+        // vncsnapshot speaks IPv4 only, so the local end stays on 127.0.0.1; the gateway
+        // connection is the one that goes over IPv4 or IPv6.
+        let fwd = c.vnc("web1", &["--listen", "127.0.0.1:0"]);
+        let shot = w.dir.path().join(format!("screen{i}.jpg"));
+        assert_eq!(snapshot_until(&fwd.vnc_target(), &shot, SEABIOS), SEABIOS);
+        // And the local listener may be IPv6 too.
+        let fwd6 = c.vnc("web1", &["--listen", listen]);
+        assert_eq!(fwd6.addr.is_ipv6(), i == 1);
+    }
+}
+
+#[test]
+fn two_vnc_clients_share_one_gateway_connection() {
+    let w = World::start(|g| g);
+    let base = w.gateway.https(0);
+    let ca = &w.pki.ca_pem;
+    let accepted = |_: ()| metric(&w.alice, ca, &base, "virtgate_connections_accepted_total");
+    let tunnels = || metric(&w.alice, ca, &base, "virtgate_tunnels_opened_total");
+
+    let c = w.client("c", 0, &w.alice);
+    let conn0 = accepted(());
+    let tun0 = tunnels();
+    let fwd = c.vnc("web1", &[]);
+    let target = fwd.vnc_target();
+    let shots: Vec<_> = (0..2)
+        .map(|k| {
+            let target = target.clone();
+            let out = w.dir.path().join(format!("two{k}.jpg"));
+            std::thread::spawn(move || snapshot_until(&target, &out, SEABIOS))
+        })
+        .collect();
+    for s in shots {
+        assert_eq!(s.join().expect("snapshot thread"), SEABIOS);
+    }
+    let tun1 = tunnels();
+    let conn1 = accepted(());
+    // Between conn0 and conn1: the tunnels metric query, `virtgate vnc` and this query.
+    assert_eq!(conn1 - conn0, 3.0, "every VNC client must ride on virtgate's one connection");
+    assert!(tun1 - tun0 >= 2.0, "two VNC clients -> at least two tunnels ({tun0} -> {tun1})");
+    assert!(fwd.child.id() > 0);
+}
+
+#[test]
+fn qemu_gone_shows_unavailable_and_the_gateway_keeps_serving() {
+    let mut w = World::start(|g| g);
+    let c = w.client("c", 0, &w.alice);
+    let fwd = c.vnc("web1", &[]);
+    w.qemu.kill();
+
+    let info: Value = poll("state unavailable", Duration::from_secs(10), || {
+        let v: Value = serde_json::from_str(&c.ok(&["info", "web1", "--json"])).ok()?;
+        (v["state"] == "unavailable").then_some(v)
+    });
+    assert!(info["state_reason"].is_string(), "unavailable needs a reason: {info}");
+
+    // A VNC client through the still-running forwarder is refused cleanly, with a message.
+    let shot = w.dir.path().join("gone.jpg");
+    let r = virtgate_tests::fixture::vnc::snapshot(&fwd.vnc_target(), &shot);
+    assert!(r.is_err(), "no screen can come from a dead QEMU");
+    let errs = poll("forwarder error line", Duration::from_secs(10), || {
+        let l = fwd.stderr.drain_now();
+        (!l.is_empty()).then_some(l.join("\n"))
+    });
+    assert!(errs.contains("error"), "{errs}");
+
+    // The gateway is fine.
+    assert!(w.gateway.is_running());
+    assert!(c.ok(&["whoami"]).contains("alice"));
+}
