@@ -97,16 +97,10 @@ pub enum Error {
         /// Why not, already a sentence fragment (`No such file or directory`).
         reason: String,
     },
-    /// The private key could not be loaded (wrong passphrase, not a key, ...).
-    #[error("cannot load key {path}: {message}")]
-    Key {
-        /// The key file.
-        path: PathBuf,
-        /// What the key loader said.
-        message: String,
-        /// What the key loader suggests.
-        hint: Option<String>,
-    },
+    /// A key or certificate file cannot be used: missing, not a key, wrong passphrase, ...
+    /// (the message names the file).
+    #[error(transparent)]
+    KeyFile(#[from] virtgate_pki::error::KeyFileError),
     /// `passphrase_command` failed.
     #[error("passphrase command `{command}` failed ({status}){}", stderr_suffix(.stderr))]
     PassphraseCommand {
@@ -176,6 +170,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing to standard output failed (other than a closed pipe, which is not an error).
+    #[error("cannot write to standard output")]
+    Output(#[source] std::io::Error),
+    /// Starting the async runtime failed (out of threads or file descriptors).
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
     /// The domain cannot be used the way the command wants.
     #[error("{message}")]
     Domain {
@@ -342,9 +342,10 @@ impl TlsFailure {
             },
             rustls::Error::AlertReceived(alert) => match alert {
                 AlertDescription::CertificateRequired => TlsFailure::ClientCertRequired,
-                AlertDescription::UnknownCA | AlertDescription::BadCertificate => {
-                    TlsFailure::ClientCertUnknown
-                }
+                AlertDescription::UnknownCA
+                | AlertDescription::BadCertificate
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::UnsupportedCertificate => TlsFailure::ClientCertUnknown,
                 AlertDescription::CertificateRevoked => TlsFailure::ClientCertRevoked,
                 AlertDescription::CertificateExpired => TlsFailure::ClientCertExpired,
                 AlertDescription::NoApplicationProtocol => TlsFailure::NoH2,
@@ -431,7 +432,10 @@ fn clean_presented_name(p: &str) -> String {
     let inner = p
         .strip_prefix("DnsName(\"")
         .and_then(|s| s.strip_suffix("\")"))
-        .or_else(|| p.strip_prefix("IpAddress(").and_then(|s| s.strip_suffix(')')));
+        .or_else(|| {
+            p.strip_prefix("IpAddress(")
+                .and_then(|s| s.strip_suffix(')'))
+        });
     match inner {
         Some(s) => s
             .parse::<std::net::IpAddr>()
@@ -442,30 +446,57 @@ fn clean_presented_name(p: &str) -> String {
 }
 
 /// The first rustls error anywhere in an error chain, looking inside io::Error and h2::Error
-/// (whose `source()` skip the wrapped error).
-pub fn find_tls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur: Option<&'a (dyn StdError + 'static)> = Some(err);
+/// (whose `source()` skip the wrapped error). h2 keeps I/O errors only as kind + text, so a
+/// received alert that went through it is recognised by its text
+/// (`received fatal alert: CertificateRequired`).
+pub fn find_tls_error(err: &(dyn StdError + 'static)) -> Option<rustls::Error> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            return Some(t);
+            return Some(t.clone());
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(t) = find_tls_error(inner) {
-                    return Some(t);
-                }
+            if let Some(t) = io.get_ref().and_then(|inner| find_tls_error(inner)) {
+                return Some(t);
             }
         }
-        if let Some(h2e) = e.downcast_ref::<h2::Error>() {
-            if let Some(io) = h2e.get_io() {
-                if let Some(t) = find_tls_error(io) {
-                    return Some(t);
-                }
-            }
+        if let Some(t) = e
+            .downcast_ref::<h2::Error>()
+            .and_then(h2::Error::get_io)
+            .and_then(|io| find_tls_error(io))
+        {
+            return Some(t);
+        }
+        if let Some(alert) = alert_in_text(&e.to_string()) {
+            return Some(rustls::Error::AlertReceived(alert));
         }
         cur = e.source();
     }
     None
+}
+
+/// The alert named in rustls's `received fatal alert: NAME` text, for the alerts we explain.
+fn alert_in_text(text: &str) -> Option<AlertDescription> {
+    let (_, rest) = text.split_once("received fatal alert: ")?;
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    Some(match name.as_str() {
+        "CertificateRequired" => AlertDescription::CertificateRequired,
+        "UnknownCA" => AlertDescription::UnknownCA,
+        "BadCertificate" => AlertDescription::BadCertificate,
+        "CertificateRevoked" => AlertDescription::CertificateRevoked,
+        "CertificateExpired" => AlertDescription::CertificateExpired,
+        "CertificateUnknown" => AlertDescription::CertificateUnknown,
+        "UnsupportedCertificate" => AlertDescription::UnsupportedCertificate,
+        "AccessDenied" => AlertDescription::AccessDenied,
+        "DecryptError" => AlertDescription::DecryptError,
+        "HandshakeFailure" => AlertDescription::HandshakeFailure,
+        "NoApplicationProtocol" => AlertDescription::NoApplicationProtocol,
+        "ProtocolVersion" => AlertDescription::ProtocolVersion,
+        _ => return None,
+    })
 }
 
 /// An error and its causes as one line: `a: b: c`, skipping causes already in the text.
@@ -473,7 +504,10 @@ pub fn chain_text(err: &(dyn StdError + 'static)) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {
-        let s = e.to_string();
+        let s = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io_reason(io),
+            None => e.to_string(),
+        };
         if !s.is_empty() && !out.contains(&s) {
             out.push_str(": ");
             out.push_str(&s);
@@ -518,7 +552,7 @@ impl Error {
                 "check the path (relative paths in a profile are relative to the config file's \
                  folder) and that it is a PEM {what}"
             ),
-            Error::Key { hint, .. } => hint.clone()?,
+            Error::KeyFile(e) => e.hint()?,
             Error::PassphraseCommand { .. } => {
                 "run the command by hand to see what it needs, or fix `passphrase_command` in the profile"
                     .into()
@@ -546,6 +580,7 @@ impl Error {
                 "pick another address or port with --listen (e.g. 127.0.0.1:0 for any free port)"
                     .into()
             }
+            Error::Output(_) | Error::Runtime(_) => return None,
             Error::Domain { hint, .. } => hint.clone(),
         })
     }
@@ -599,11 +634,31 @@ mod tests {
     #[test]
     fn alerts_map_to_client_certificate_problems() {
         let cases = [
-            (AlertDescription::CertificateRequired, "none was sent", "--cert FILE --key FILE"),
-            (AlertDescription::UnknownCA, "does not trust", "issue-client"),
-            (AlertDescription::BadCertificate, "does not trust", "issue-client"),
-            (AlertDescription::CertificateRevoked, "revoked", "issue-client"),
-            (AlertDescription::CertificateExpired, "expired", "issue-client"),
+            (
+                AlertDescription::CertificateRequired,
+                "none was sent",
+                "--cert FILE --key FILE",
+            ),
+            (
+                AlertDescription::UnknownCA,
+                "does not trust",
+                "issue-client",
+            ),
+            (
+                AlertDescription::BadCertificate,
+                "does not trust",
+                "issue-client",
+            ),
+            (
+                AlertDescription::CertificateRevoked,
+                "revoked",
+                "issue-client",
+            ),
+            (
+                AlertDescription::CertificateExpired,
+                "expired",
+                "issue-client",
+            ),
         ];
         for (alert, msg, hint) in cases {
             let f = TlsFailure::from_rustls(&rustls::Error::AlertReceived(alert));
@@ -629,10 +684,19 @@ mod tests {
         let found = find_tls_error(&io).unwrap();
         assert_eq!(
             found,
-            &rustls::Error::AlertReceived(AlertDescription::CertificateRevoked)
+            rustls::Error::AlertReceived(AlertDescription::CertificateRevoked)
         );
-        let h2e = h2::Error::from(io);
-        assert!(find_tls_error(&h2e).is_some());
+        // what is left of it after h2: kind and text
+        let flat = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateExpired",
+        );
+        assert_eq!(
+            find_tls_error(&flat),
+            Some(rustls::Error::AlertReceived(
+                AlertDescription::CertificateExpired
+            ))
+        );
     }
 
     #[test]
@@ -675,6 +739,9 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
         };
         let r = report(&e);
-        assert!(r.starts_with("error: cannot listen on 127.0.0.1:1: address in use"), "{r}");
+        assert!(
+            r.starts_with("error: cannot listen on 127.0.0.1:1: address in use"),
+            "{r}"
+        );
     }
 }

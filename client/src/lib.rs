@@ -1,1 +1,72 @@
-//! placeholder
+//! `virtgate`, the client of virtgate gateways.
+//!
+//! # Layout
+//!
+//! Data flows one way, from the command line to the gateway and back:
+//!
+//! ```text
+//! argv ──▶ cli::Cli (clap) ──┐
+//! env ───▶ profile::Env      ├─▶ cli::GlobalArgs::resolve ──▶ cli::Settings
+//! config.toml ─▶ profile::Profiles ┘        (flags > profile > defaults; url::GatewayUrl)
+//!
+//! Settings ──▶ transport::Transport::prepare   read CA/cert, unlock key (passphrase::…)
+//!          ──▶ Transport::connect              TCP + TLS 1.3 (ALPN h2) → one byte stream
+//!          ──▶ session::Session::connect       HTTP/2 over that stream, driven by a task
+//!          ──▶ cmd::run                        whoami/list/info: Session::get_json
+//!                                              vnc: local listener → Session::open_tunnel
+//!                                                   per connection (extended CONNECT)
+//! any failure ──▶ error::Error ──▶ error::report  `error: …` / `hint: …`, exit 1
+//! ```
+//!
+//! - [`cli`]: flags and commands, and their resolution into [`cli::Settings`].
+//! - [`profile`]: the per-user config file (`$VIRTGATE_CONFIG`, XDG), profile selection.
+//! - [`url`]: `virtgate://`, `virtgate+ssh://`, `virtgate+unix://` URLs.
+//! - [`passphrase`]: where an encrypted key's passphrase comes from.
+//! - [`transport`]: how the byte stream to the gateway is made (TLS now; Kerberos, SSH and
+//!   unix later, all ending in the same stream).
+//! - [`session`]: the one HTTP/2 connection every call and tunnel of a command shares.
+//! - [`cmd`]: the commands.
+//! - [`error`]: every failure with a message and a hint.
+//!
+//! Wire types and paths come from `virtgate-proto`; key and certificate files are read with
+//! `virtgate-pki`. The client never links the gateway.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod cmd;
+pub mod error;
+pub mod passphrase;
+pub mod profile;
+pub mod session;
+pub mod transport;
+pub mod url;
+
+use crate::cli::Cli;
+use crate::error::Error;
+use crate::profile::{Env, Profiles};
+use crate::session::Session;
+use crate::transport::Transport;
+
+/// Run a parsed command line to completion.
+///
+/// Local preparation (config, files, the key passphrase prompt) happens before the async
+/// runtime starts, so a prompt never blocks a runtime thread.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let env = Env::from_process();
+    let profiles = Profiles::load(&env)?;
+    let settings = cli.global.resolve(&profiles, &env)?;
+    tracing::debug!(url = %settings.url, profile = ?settings.profile, "resolved settings");
+    let transport = Transport::prepare(&settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let result = runtime.block_on(async move {
+        let session = Session::connect(&transport).await?;
+        cmd::run(cli.command, session).await
+    });
+    // Do not wait for tunnels or the connection task: the command is over.
+    runtime.shutdown_background();
+    result
+}

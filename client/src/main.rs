@@ -1,1 +1,27 @@
-fn main() {}
+//! `virtgate`: parse the command line, set up logging, run, print any error as
+//! `error: …` / `hint: …` and exit 0 (ok), 1 (error) or 2 (usage, from clap).
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use virtgate_client::cli::Cli;
+use virtgate_client::error::report;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match virtgate_client::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", report(&e));
+            ExitCode::from(1)
+        }
+    }
+}

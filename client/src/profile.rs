@@ -145,10 +145,7 @@ impl Profiles {
     /// Parse config text; `path` makes relative paths absolute and names errors.
     pub fn parse(path: &Path, text: &str, home: Option<&Path>) -> Result<Profiles, Error> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             Error::Config {
                 path: path.to_owned(),
                 line,
@@ -200,13 +197,21 @@ impl Profiles {
     /// only one. `Ok(None)` means "no profile"; the caller needs `--url` then.
     pub fn select(&self, name: Option<&str>, have_url: bool) -> Result<Option<&Profile>, Error> {
         if let Some(n) = name {
-            return self.profiles.get(n).map(Some).ok_or_else(|| self.unknown(n));
+            return self
+                .profiles
+                .get(n)
+                .map(Some)
+                .ok_or_else(|| self.unknown(n));
         }
         if have_url {
             return Ok(None);
         }
         if let Some(d) = &self.default {
-            return self.profiles.get(d).map(Some).ok_or_else(|| self.unknown(d));
+            return self
+                .profiles
+                .get(d)
+                .map(Some)
+                .ok_or_else(|| self.unknown(d));
         }
         match self.profiles.len() {
             0 => Ok(None),
@@ -235,7 +240,12 @@ fn resolve_path(folder: &Path, home: Option<&Path>, p: &Path) -> PathBuf {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -275,7 +285,10 @@ url = "virtgate://[::1]:7000"
             Some(Path::new("/home/a/.config/virtgate/hv1/ca.pem"))
         );
         assert_eq!(hv1.cert.as_deref(), Some(Path::new("/abs/alice.pem")));
-        assert_eq!(hv1.key.as_deref(), Some(Path::new("/home/a/keys/alice.key")));
+        assert_eq!(
+            hv1.key.as_deref(),
+            Some(Path::new("/home/a/keys/alice.key"))
+        );
         assert_eq!(hv1.auth, Some(AuthKind::Cert));
     }
 
@@ -299,8 +312,12 @@ url = "virtgate://[::1]:7000"
             p.select(None, false),
             Err(Error::NoDefaultProfile { .. })
         ));
-        let one = Profiles::parse(Path::new("/c/config.toml"), "[profile.a]\nurl = \"x\"\n", None)
-            .unwrap();
+        let one = Profiles::parse(
+            Path::new("/c/config.toml"),
+            "[profile.a]\nurl = \"x\"\n",
+            None,
+        )
+        .unwrap();
         assert_eq!(one.select(None, false).unwrap().unwrap().name, "a");
     }
 
@@ -309,9 +326,15 @@ url = "virtgate://[::1]:7000"
         let text = "[profile.a]\nurl = \"virtgate://a\"\n  cetr = \"x\"\n";
         let e = Profiles::parse(Path::new("/c/config.toml"), text, None).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("config /c/config.toml:3:3: unknown field `cetr`"), "{s}");
+        assert!(
+            s.starts_with("config /c/config.toml:3:3: unknown field `cetr`"),
+            "{s}"
+        );
         let e = Profiles::parse(Path::new("/c/config.toml"), "defualt = 1\n", None).unwrap_err();
-        assert!(e.to_string().contains(":1:1: unknown field `defualt`"), "{e}");
+        assert!(
+            e.to_string().contains(":1:1: unknown field `defualt`"),
+            "{e}"
+        );
         let e = Profiles::parse(
             Path::new("/c/config.toml"),
             "[profile.a]\nurl = \"x\"\nauth = \"password\"\n",

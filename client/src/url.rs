@@ -122,9 +122,7 @@ impl GatewayUrl {
             "virtgate+ssh" => {
                 let (authority, path) = split_path(rest);
                 let (user, hostport) = match authority.rsplit_once('@') {
-                    Some((u, _)) if u.is_empty() => {
-                        return Err(UrlError::new(s, "empty user name before `@`"))
-                    }
+                    Some(("", _)) => return Err(UrlError::new(s, "empty user name before `@`")),
                     Some((u, h)) => (Some(u.to_owned()), h),
                     None => (None, authority),
                 };
@@ -282,10 +280,7 @@ mod tests {
             tls("virtgate://hv1.example.org"),
             (Host::Dns("hv1.example.org".into()), 16520)
         );
-        assert_eq!(
-            tls("virtgate://HV1:7000/"),
-            (Host::Dns("hv1".into()), 7000)
-        );
+        assert_eq!(tls("virtgate://HV1:7000/"), (Host::Dns("hv1".into()), 7000));
         assert_eq!(
             tls("virtgate://127.0.0.1:1"),
             (Host::Ip("127.0.0.1".parse().unwrap()), 1)
@@ -357,6 +352,8 @@ mod tests {
             assert!(e.hint().contains("virtgate://HOST"), "{s}");
         }
         let e = GatewayUrl::parse("hv1.example.org").unwrap_err();
-        assert!(e.hint().starts_with("did you mean virtgate://hv1.example.org?"));
+        assert!(e
+            .hint()
+            .starts_with("did you mean virtgate://hv1.example.org?"));
     }
 }

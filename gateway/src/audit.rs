@@ -74,7 +74,13 @@ impl AuditLog {
     }
 
     /// Record one decision. A failing write is logged, never fatal to the request.
-    pub fn decision(&self, id: &Identity, action: Action, domain: Option<&str>, decision: &Decision) {
+    pub fn decision(
+        &self,
+        id: &Identity,
+        action: Action,
+        domain: Option<&str>,
+        decision: &Decision,
+    ) {
         let Some(file) = &self.file else { return };
         let record = Record {
             time: now_rfc3339(),
@@ -128,11 +134,27 @@ mod tests {
             groups: vec![],
             peer: Some("127.0.0.1:5000".into()),
         };
-        let d = Decision { allowed: false, role: Some(Role::Viewer), required: Role::Operator };
+        let d = Decision {
+            allowed: false,
+            role: Some(Role::Viewer),
+            required: Role::Operator,
+        };
         log.decision(&id, Action::Vnc, Some("web1"), &d);
-        log.decision(&id, Action::List, None, &Decision { allowed: true, role: None, required: Role::Viewer });
+        log.decision(
+            &id,
+            Action::List,
+            None,
+            &Decision {
+                allowed: true,
+                role: None,
+                required: Role::Viewer,
+            },
+        );
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["decision"], "deny");
         assert_eq!(lines[0]["domain"], "web1");

@@ -78,18 +78,72 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut put = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
         };
-        put("virtgate_connections_accepted_total", "counter", "Connections accepted (TCP and unix), before authentication.", &self.connections_accepted);
-        put("virtgate_connections_authenticated_total", "counter", "Connections that authenticated.", &self.connections_authenticated);
-        put("virtgate_connections_refused_total", "counter", "Connections closed at once because limits.max_connections were open.", &self.connections_refused);
-        put("virtgate_connections_open", "gauge", "Connections open now.", &self.connections_open);
-        put("virtgate_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.", &self.handshake_failures);
-        put("virtgate_requests_total", "counter", "HTTP requests received, tunnels included.", &self.requests);
-        put("virtgate_tunnels_opened_total", "counter", "Tunnels opened.", &self.tunnels_opened);
-        put("virtgate_tunnels_open", "gauge", "Tunnels open now.", &self.tunnels_open);
-        put("virtgate_tunnel_bytes_up_total", "counter", "Bytes from clients to backends through tunnels (counted when a tunnel closes).", &self.tunnel_bytes_up);
-        put("virtgate_tunnel_bytes_down_total", "counter", "Bytes from backends to clients through tunnels (counted when a tunnel closes).", &self.tunnel_bytes_down);
+        put(
+            "virtgate_connections_accepted_total",
+            "counter",
+            "Connections accepted (TCP and unix), before authentication.",
+            &self.connections_accepted,
+        );
+        put(
+            "virtgate_connections_authenticated_total",
+            "counter",
+            "Connections that authenticated.",
+            &self.connections_authenticated,
+        );
+        put(
+            "virtgate_connections_refused_total",
+            "counter",
+            "Connections closed at once because limits.max_connections were open.",
+            &self.connections_refused,
+        );
+        put(
+            "virtgate_connections_open",
+            "gauge",
+            "Connections open now.",
+            &self.connections_open,
+        );
+        put(
+            "virtgate_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+            &self.handshake_failures,
+        );
+        put(
+            "virtgate_requests_total",
+            "counter",
+            "HTTP requests received, tunnels included.",
+            &self.requests,
+        );
+        put(
+            "virtgate_tunnels_opened_total",
+            "counter",
+            "Tunnels opened.",
+            &self.tunnels_opened,
+        );
+        put(
+            "virtgate_tunnels_open",
+            "gauge",
+            "Tunnels open now.",
+            &self.tunnels_open,
+        );
+        put(
+            "virtgate_tunnel_bytes_up_total",
+            "counter",
+            "Bytes from clients to backends through tunnels (counted when a tunnel closes).",
+            &self.tunnel_bytes_up,
+        );
+        put(
+            "virtgate_tunnel_bytes_down_total",
+            "counter",
+            "Bytes from backends to clients through tunnels (counted when a tunnel closes).",
+            &self.tunnel_bytes_down,
+        );
         out
     }
 }

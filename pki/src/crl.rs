@@ -90,7 +90,11 @@ pub fn build_crl<'a>(
         action: "signing the CRL",
         detail: e.to_string(),
     };
-    params.signed_by(issuer).map_err(sign_err)?.pem().map_err(sign_err)
+    params
+        .signed_by(issuer)
+        .map_err(sign_err)?
+        .pem()
+        .map_err(sign_err)
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ pub enum KeyFileError {
     },
 
     /// The passphrase is empty.
-    #[error("the passphrase from {source_name} is empty")]
+    #[error("empty passphrase from {source_name}")]
     EmptyPassphrase {
         /// Where it came from ("passphrase file /x/pw", "the terminal", …).
         source_name: String,
@@ -193,7 +193,7 @@ impl KeyFileError {
     }
 
     /// Maps a failed read of `path` to `NotFound` or `Unreadable`.
-    pub(crate) fn read(what: &'static str, path: &Path, error: io::Error) -> Self {
+    pub fn read(what: &'static str, path: &Path, error: io::Error) -> Self {
         if error.kind() == io::ErrorKind::NotFound {
             KeyFileError::NotFound {
                 what,
@@ -268,9 +268,7 @@ impl KeyFileError {
                 "choose a non-empty passphrase, or use --no-passphrase for an unencrypted key"
                     .to_string(),
             ),
-            KeyFileError::PassphraseMismatch => {
-                Some("type the same passphrase twice".to_string())
-            }
+            KeyFileError::PassphraseMismatch => Some("type the same passphrase twice".to_string()),
             KeyFileError::Exists { .. } => {
                 Some("pass --force to replace it, or choose another --out folder".to_string())
             }
@@ -345,10 +343,8 @@ pub enum CaError {
     },
 
     /// A certificate signing request could not be used.
-    #[error("cannot sign {}: {detail}", path.display())]
+    #[error("cannot sign the request: {detail}")]
     BadCsr {
-        /// Where the CSR came from.
-        path: PathBuf,
         /// What is wrong with it.
         detail: String,
     },
@@ -393,6 +389,13 @@ pub enum CaError {
         known: Vec<String>,
     },
 
+    /// A revocation reason that is not one of RFC 5280's names.
+    #[error("unknown revocation reason `{reason}`")]
+    InvalidReason {
+        /// The reason given.
+        reason: String,
+    },
+
     /// `revoke` of something already revoked.
     #[error("every certificate matching `{target}` is already revoked")]
     AlreadyRevoked {
@@ -403,7 +406,7 @@ pub enum CaError {
 
 impl CaError {
     /// Wraps an I/O error with what was being done to which path.
-    pub(crate) fn io(action: &'static str, path: &Path, error: io::Error) -> Self {
+    pub fn io(action: &'static str, path: &Path, error: io::Error) -> Self {
         CaError::Io {
             action,
             path: path.to_path_buf(),
@@ -461,6 +464,9 @@ impl CaError {
                 "users with certificates: {} (`virtgate-pki list` shows serials too)",
                 known.join(", ")
             )),
+            CaError::InvalidReason { .. } => {
+                Some(format!("use one of: {}", crate::crl::REASONS.join(", ")))
+            }
             CaError::AlreadyRevoked { .. } => {
                 Some("`virtgate-pki list` shows every certificate and its status".to_string())
             }

@@ -301,8 +301,8 @@ mod tests {
         assert_eq!(asked, 1);
         assert_eq!(key.secret_der(), der.as_slice());
 
-        let err = load_private_key(&enc, &mut || Ok(Zeroizing::new("nope".to_string())))
-            .unwrap_err();
+        let err =
+            load_private_key(&enc, &mut || Ok(Zeroizing::new("nope".to_string()))).unwrap_err();
         assert!(matches!(err, KeyFileError::WrongPassphrase { .. }), "{err}");
         assert!(!err.to_string().contains("nope"));
 
@@ -317,11 +317,29 @@ mod tests {
     }
 
     #[test]
+    fn ed25519_is_written_as_pkcs8_v1() {
+        // ring writes Ed25519 as PKCS#8 v2 (public key included), which OpenSSL 3.0
+        // cannot load: the written file must hold v1.
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let der = key.serialize_der();
+        assert!(PrivateKeyInfoRef::try_from(der.as_slice())
+            .unwrap()
+            .public_key
+            .is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ed.key");
+        write_private_key(&p, &der, Some("pw"), Existing::Refuse).unwrap();
+        let loaded = load_private_key(&p, &mut || Ok(Zeroizing::new("pw".to_string()))).unwrap();
+        let info = PrivateKeyInfoRef::try_from(loaded.secret_der()).unwrap();
+        assert!(info.public_key.is_none());
+    }
+
+    #[test]
     fn empty_passphrase_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.key");
-        let err = write_private_key(&p, &generated_pkcs8(), Some(""), Existing::Refuse)
-            .unwrap_err();
+        let err =
+            write_private_key(&p, &generated_pkcs8(), Some(""), Existing::Refuse).unwrap_err();
         assert!(matches!(err, KeyFileError::EmptyPassphrase { .. }));
         assert!(!p.exists());
     }
@@ -350,7 +368,8 @@ mod tests {
         std::fs::write(&p, cert.cert.pem()).unwrap();
         let err = load_private_key(&p, &mut no_pass).unwrap_err();
         assert!(
-            err.to_string().ends_with("holds a CERTIFICATE, not a private key"),
+            err.to_string()
+                .ends_with("holds a CERTIFICATE, not a private key"),
             "{err}"
         );
         assert_eq!(load_certs(&p).unwrap().len(), 1);
@@ -359,7 +378,8 @@ mod tests {
         std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
         let err = load_certs(&k).unwrap_err();
         assert!(
-            err.to_string().ends_with("holds a PRIVATE KEY, not a certificate"),
+            err.to_string()
+                .ends_with("holds a PRIVATE KEY, not a certificate"),
             "{err}"
         );
         let empty = dir.path().join("empty");

@@ -1,1 +1,26 @@
-fn main() {}
+//! `virtgate-pki`: the certificate authority's command line.
+//!
+//! Parsing and the commands live in `cli.rs`; this file runs them and turns a failure
+//! into `error: …` / `hint: …` on stderr and exit status 1 (clap exits 2 on bad usage).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if let Some(hint) = err.chain().find_map(virtgate_pki::hint_of) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

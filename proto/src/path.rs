@@ -124,7 +124,10 @@ impl ApiPath {
         let rest = path.strip_prefix("/v1/").ok_or_else(unknown)?;
         let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
         let read_only = query
-            .map(|q| q.split('&').any(|kv| kv == "ro" || kv == "ro=1" || kv == "ro=true"))
+            .map(|q| {
+                q.split('&')
+                    .any(|kv| kv == "ro" || kv == "ro=1" || kv == "ro=true")
+            })
             .unwrap_or(false);
         match parts.as_slice() {
             ["whoami"] => Ok(ApiPath::WhoAmI),

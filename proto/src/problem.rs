@@ -55,7 +55,9 @@ impl Problem {
 
     /// The short kind name (`domain-not-found`) without the `urn:virtgate:` prefix.
     pub fn kind_name(&self) -> &str {
-        self.kind.strip_prefix("urn:virtgate:").unwrap_or(&self.kind)
+        self.kind
+            .strip_prefix("urn:virtgate:")
+            .unwrap_or(&self.kind)
     }
 }
 

@@ -30,7 +30,11 @@ pub use fixture::qemu::{Qemu, QemuBuilder};
 pub fn bin(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("VIRTGATE_BIN_DIR") {
         let p = PathBuf::from(dir).join(name);
-        assert!(p.is_file(), "{} not found (VIRTGATE_BIN_DIR is set)", p.display());
+        assert!(
+            p.is_file(),
+            "{} not found (VIRTGATE_BIN_DIR is set)",
+            p.display()
+        );
         return p;
     }
     // target/debug/deps/it-HASH -> target/debug/NAME
@@ -56,5 +60,7 @@ pub fn system_bin(name: &str, package: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("`{name}` is not installed: run `sudo apt-get install -y {package}` (or scripts/test.sh)");
+    panic!(
+        "`{name}` is not installed: run `sudo apt-get install -y {package}` (or scripts/test.sh)"
+    );
 }

@@ -21,7 +21,8 @@ pub fn lookup(uid: u32, passwd: &Path, group: &Path) -> Identity {
     let passwd = std::fs::read_to_string(passwd).unwrap_or_default();
     let entry = passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| (f[0].to_owned(), f[3].parse::<u32>().ok()))
+        (f.len() >= 4 && f[2].parse() == Ok(uid))
+            .then(|| (f[0].to_owned(), f[3].parse::<u32>().ok()))
     });
     let (user, gid) = match entry {
         Some((name, gid)) => (name, gid),
@@ -58,7 +59,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("passwd");
         let g = dir.path().join("group");
-        std::fs::write(&p, "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/zsh\n").unwrap();
+        std::fs::write(
+            &p,
+            "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/zsh\n",
+        )
+        .unwrap();
         std::fs::write(&g, "alice:x:1000:\nwheel:x:10:bob,alice\nkvm:x:20:bob\n").unwrap();
         let id = lookup(1000, &p, &g);
         assert_eq!(id.user, "alice");

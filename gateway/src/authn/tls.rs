@@ -104,13 +104,20 @@ fn read_err(what: &'static str, path: &Path, e: rustls::pki_types::pem::Error) -
 
 /// All certificates in a PEM file (at least one). Kept local until `virtgate_pki::keyfile`
 /// offers the same; one small function so the swap is easy.
-pub fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| read_err(what, path, e))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| read_err(what, path, e))?;
     if certs.is_empty() {
-        return Err(read_err(what, path, rustls::pki_types::pem::Error::NoItemsFound));
+        return Err(read_err(
+            what,
+            path,
+            rustls::pki_types::pem::Error::NoItemsFound,
+        ));
     }
     Ok(certs)
 }
@@ -126,7 +133,11 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| read_err("tls.crl", path, e))?;
     if crls.is_empty() {
-        return Err(read_err("tls.crl", path, rustls::pki_types::pem::Error::NoItemsFound));
+        return Err(read_err(
+            "tls.crl",
+            path,
+            rustls::pki_types::pem::Error::NoItemsFound,
+        ));
     }
     Ok(crls)
 }
@@ -144,7 +155,8 @@ pub fn server_config(tls: &config::Tls) -> Result<Arc<ServerConfig>, TlsError> {
             source,
         })?;
     }
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if let Some(crl) = &tls.crl {
         verifier = verifier
             .with_crls(load_crls(crl)?)
@@ -191,9 +203,11 @@ pub fn identity_from_certs(
     certs: Option<&[CertificateDer<'_>]>,
     peer: Option<String>,
 ) -> Result<Identity, CertIdentityError> {
-    let leaf = certs.and_then(|c| c.first()).ok_or(CertIdentityError::NoCertificate)?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(leaf).map_err(|e| CertIdentityError::Parse(e.to_string()))?;
+    let leaf = certs
+        .and_then(|c| c.first())
+        .ok_or(CertIdentityError::NoCertificate)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| CertIdentityError::Parse(e.to_string()))?;
     let subject = cert.subject();
     let cn = subject
         .iter_common_name()
@@ -215,21 +229,30 @@ pub fn identity_from_certs(
 /// error when there is one (unknown CA, revoked, expired, no certificate, ...).
 pub fn handshake_failure_reason(e: &std::io::Error) -> String {
     use rustls::{CertificateError as C, Error as E};
-    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+    let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
         return match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => "peer closed the connection during the handshake".into(),
+            std::io::ErrorKind::UnexpectedEof => {
+                "peer closed the connection during the handshake".into()
+            }
             _ => e.to_string(),
         };
     };
     match tls {
         E::NoCertificatesPresented => "client sent no certificate".into(),
         E::InvalidCertificate(C::UnknownIssuer) => "client certificate from an unknown CA".into(),
+        // A CA with the same name as ours but another key.
+        E::InvalidCertificate(C::BadSignature) => {
+            "client certificate from an unknown CA (its signature does not verify with tls.client_ca)".into()
+        }
         E::InvalidCertificate(C::Revoked) => "client certificate is revoked".into(),
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "client certificate has expired".into(),
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
             "client certificate is not valid yet".into()
         }
-        E::InvalidCertificate(other) => format!("client certificate refused: {other:?}"),
+        E::InvalidCertificate(other) => format!("client certificate refused: {other}"),
         E::InvalidCertRevocationList(crl) => format!("CRL problem: {crl:?}"),
         E::AlertReceived(alert) => format!("client aborted the handshake (alert {alert:?}, e.g. it does not trust our certificate)"),
         E::NoApplicationProtocol => "no common ALPN protocol (need h2 or http/1.1)".into(),
@@ -252,7 +275,10 @@ mod tests {
         };
         let e = server_config(&tls).unwrap_err();
         let shown = e.to_string();
-        assert!(shown.contains("tls.cert") && shown.contains("/nonexistent/server.pem"), "{shown}");
+        assert!(
+            shown.contains("tls.cert") && shown.contains("/nonexistent/server.pem"),
+            "{shown}"
+        );
         assert!(e.hint().unwrap().contains("virtgate-pki"));
     }
 
@@ -270,7 +296,9 @@ mod tests {
     fn reasons_for_rustls_errors() {
         let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         assert_eq!(
-            handshake_failure_reason(&io(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked))),
+            handshake_failure_reason(&io(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked
+            ))),
             "client certificate is revoked"
         );
         assert_eq!(

@@ -69,9 +69,11 @@ impl Action {
     /// The least role that allows this action.
     pub fn required_role(self) -> Role {
         match self {
-            Action::List | Action::Info | Action::Screenshot | Action::Events | Action::LibvirtRo => {
-                Role::Viewer
-            }
+            Action::List
+            | Action::Info
+            | Action::Screenshot
+            | Action::Events
+            | Action::LibvirtRo => Role::Viewer,
             Action::Vnc | Action::Serial | Action::Lifecycle => Role::Operator,
             Action::LibvirtRw => Role::Admin,
         }
@@ -235,7 +237,11 @@ mod tests {
 
     fn policy() -> Policy {
         Policy::new(&[
-            rule(&["alice", "group:wheel", "bob@EXAMPLE.ORG"], &["web*"], Role::Operator),
+            rule(
+                &["alice", "group:wheel", "bob@EXAMPLE.ORG"],
+                &["web*"],
+                Role::Operator,
+            ),
             rule(&["alice"], &["web1"], Role::Viewer),
             rule(&["carol"], &["*"], Role::Admin),
             rule(&["dave"], &["db?", "cache"], Role::Viewer),
@@ -249,18 +255,29 @@ mod tests {
         assert_eq!(p.role_on(&alice, "web1"), Some(Role::Operator));
         assert_eq!(p.role_on(&alice, "db1"), None);
         assert_eq!(p.role_on(&id("mallory", &[], None), "web1"), None);
-        assert_eq!(p.role_on(&id("x", &["wheel"], None), "web7"), Some(Role::Operator));
-        assert_eq!(p.role_on(&id("bob", &[], Some("bob@EXAMPLE.ORG")), "web2"), Some(Role::Operator));
+        assert_eq!(
+            p.role_on(&id("x", &["wheel"], None), "web7"),
+            Some(Role::Operator)
+        );
+        assert_eq!(
+            p.role_on(&id("bob", &[], Some("bob@EXAMPLE.ORG")), "web2"),
+            Some(Role::Operator)
+        );
         assert_eq!(p.role_on(&id("bob", &[], Some("CN=bob")), "web2"), None);
         assert_eq!(p.role_on(&id("dave", &[], None), "db2"), Some(Role::Viewer));
         assert_eq!(p.role_on(&id("dave", &[], None), "db22"), None);
-        assert_eq!(p.role_on(&id("dave", &[], None), "cache"), Some(Role::Viewer));
+        assert_eq!(
+            p.role_on(&id("dave", &[], None), "cache"),
+            Some(Role::Viewer)
+        );
     }
 
     #[test]
     fn action_matrix() {
         use Action::*;
-        let actions = [List, Info, Screenshot, Events, Vnc, Serial, Lifecycle, LibvirtRo, LibvirtRw];
+        let actions = [
+            List, Info, Screenshot, Events, Vnc, Serial, Lifecycle, LibvirtRo, LibvirtRw,
+        ];
         // role held → actions allowed
         let expect = |role: Option<Role>, a: Action| match role {
             None => false,
@@ -268,7 +285,12 @@ mod tests {
             Some(Role::Operator) => !matches!(a, LibvirtRw),
             Some(Role::Admin) => true,
         };
-        for (role, user) in [(None, "nobody"), (Some(Role::Viewer), "v"), (Some(Role::Operator), "o"), (Some(Role::Admin), "a")] {
+        for (role, user) in [
+            (None, "nobody"),
+            (Some(Role::Viewer), "v"),
+            (Some(Role::Operator), "o"),
+            (Some(Role::Admin), "a"),
+        ] {
             let p = Policy::new(&match role {
                 Some(r) => vec![rule(&[user], &["*"], r)],
                 None => vec![],
@@ -296,7 +318,10 @@ mod tests {
     #[test]
     fn anyone_matches_every_identity() {
         let p = Policy::new(&[rule(&["*"], &["pub*"], Role::Viewer)]);
-        assert_eq!(p.role_on(&id("zed", &[], None), "public"), Some(Role::Viewer));
+        assert_eq!(
+            p.role_on(&id("zed", &[], None), "public"),
+            Some(Role::Viewer)
+        );
         let d = p.decide(&id("zed", &[], None), Some("public"), Action::Vnc);
         assert!(!d.allowed);
         assert_eq!((d.role, d.required), (Some(Role::Viewer), Role::Operator));

@@ -23,7 +23,7 @@ pub enum ConfigError {
     },
     /// Not TOML, or TOML that does not fit the schema.
     #[error(transparent)]
-    Parse(#[from] ParseError),
+    Parse(#[from] Box<ParseError>),
     /// Well-formed but inconsistent or incomplete (see [`validate`]).
     #[error("{}", invalid_summary(path, problems))]
     Invalid {
@@ -123,7 +123,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parse `text` (whose origin is `path`, for messages) without validating it.
-pub fn parse(text: &str, path: &Path) -> Result<Config, ParseError> {
+pub fn parse(text: &str, path: &Path) -> Result<Config, Box<ParseError>> {
     toml::from_str::<Config>(text).map_err(|e| {
         let span = e.span();
         let (line, column) = match &span {
@@ -134,16 +134,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ParseError> {
             None => (None, None),
         };
         let table = span.as_ref().map(|s| table_at(text, s.start));
-        let message = e.message().trim().to_owned();
-        let hint = hint_for(&message, table.as_deref());
-        ParseError {
+        let full = e.message().trim().to_owned();
+        let hint = hint_for(&full, table.as_deref());
+        // The hint lists the valid keys; the message need not repeat them.
+        let message = match (&hint, full.split_once(", expected")) {
+            (Some(_), Some((head, _))) if full.starts_with("unknown field") => head.to_owned(),
+            _ => full,
+        };
+        Box::new(ParseError {
             path: path.to_owned(),
             line,
             column,
             message,
             table,
             hint,
-        }
+        })
     })
 }
 
@@ -153,7 +158,11 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -234,7 +243,7 @@ domains = ["web*"]
 role = "operator"
 "#;
 
-    fn parse_str(text: &str) -> Result<Config, ParseError> {
+    fn parse_str(text: &str) -> Result<Config, Box<ParseError>> {
         parse(text, Path::new("gw.toml"))
     }
 
@@ -254,9 +263,15 @@ role = "operator"
         assert_eq!((e.line, e.column), (Some(line), Some(1)), "{e}");
         assert_eq!(e.table.as_deref(), Some("[[backend.domain]]"));
         let shown = e.to_string();
-        assert!(shown.starts_with(&format!("gw.toml:{line}:1: unknown field `vcn`")), "{shown}");
+        assert!(
+            shown.starts_with(&format!("gw.toml:{line}:1: unknown field `vcn`")),
+            "{shown}"
+        );
         let hint = e.hint.unwrap();
-        assert!(hint.contains("[[backend.domain]]") && hint.contains("qmp") && hint.contains("serial"), "{hint}");
+        assert!(
+            hint.contains("[[backend.domain]]") && hint.contains("qmp") && hint.contains("serial"),
+            "{hint}"
+        );
     }
 
     #[test]
@@ -266,7 +281,10 @@ role = "operator"
         assert!(e.hint.unwrap().contains("listen"));
         let e = parse_str(&GOOD.replace("\"operator\"", "\"superuser\"")).unwrap_err();
         assert!(e.message.contains("superuser"));
-        assert_eq!(e.hint.as_deref(), Some("use one of: viewer, operator, admin"));
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("use one of: viewer, operator, admin")
+        );
     }
 
     #[test]
@@ -274,7 +292,8 @@ role = "operator"
         let e = parse_str(&GOOD.replace("tcp = [\"[::]:0\"]", "tcp = 16520")).unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.hint.is_some());
-        let e = parse_str(&GOOD.replace("qmp = \"/run/virtgate/web1/qmp.sock\"\n", "")).unwrap_err();
+        let e =
+            parse_str(&GOOD.replace("qmp = \"/run/virtgate/web1/qmp.sock\"\n", "")).unwrap_err();
         assert!(e.message.contains("qmp"), "{e}");
         assert!(e.line.is_some());
     }
@@ -283,7 +302,8 @@ role = "operator"
     fn line_col_counts_characters() {
         assert_eq!(line_col("ab\ncdé\nx", 0), (1, 1));
         assert_eq!(line_col("ab\ncdé\nx", 3), (2, 1));
-        assert_eq!(line_col("ab\ncdé\nx", 9), (3, 1));
+        assert_eq!(line_col("ab\ncdé\nx", 8), (3, 1));
+        assert_eq!(line_col("ab\ncdé\nx", 7), (2, 4));
     }
 
     #[test]

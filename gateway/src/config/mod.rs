@@ -200,7 +200,8 @@ impl Default for Limits {
 impl Config {
     /// One line summing up what the file configures, for `check-config`.
     pub fn summary(&self) -> String {
-        let mut listeners: Vec<String> = self.listen.tcp.iter().map(|a| format!("tcp {a}")).collect();
+        let mut listeners: Vec<String> =
+            self.listen.tcp.iter().map(|a| format!("tcp {a}")).collect();
         if let Some(u) = &self.listen.unix {
             listeners.push(format!("unix {}", u.display()));
         }

@@ -127,7 +127,11 @@ fn tls(config: &Config, p: &mut Problems) {
             if let Some(crl) = &t.crl {
                 p.absolute("tls.crl".into(), crl);
                 if t.client_ca.is_none() {
-                    p.add("tls.crl", "a CRL without client_ca has nothing to revoke", "set tls.client_ca");
+                    p.add(
+                        "tls.crl",
+                        "a CRL without client_ca has nothing to revoke",
+                        "set tls.client_ca",
+                    );
                 }
             }
         }
@@ -149,7 +153,11 @@ fn backend(config: &Config, p: &mut Problems) {
                 ("backend.libvirt_socket_ro", b.libvirt_socket_ro.is_some()),
             ] {
                 if set {
-                    p.add(key, "only used by kind = \"libvirt\"", "remove it, or set kind = \"libvirt\"");
+                    p.add(
+                        key,
+                        "only used by kind = \"libvirt\"",
+                        "remove it, or set kind = \"libvirt\"",
+                    );
                 }
             }
             if b.domains.is_empty() {
@@ -162,19 +170,37 @@ fn backend(config: &Config, p: &mut Problems) {
         }
     }
     if b.start_timeout_s == 0 {
-        p.add("backend.start_timeout_s", "must be at least 1", "the default is 30");
+        p.add(
+            "backend.start_timeout_s",
+            "must be at least 1",
+            "the default is 30",
+        );
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, d) in b.domains.iter().enumerate() {
         let key = |k: &str| format!("backend.domain[{i}].{k}");
         if d.name.trim().is_empty() {
-            p.add(key("name"), "empty domain name", "give every domain a name users can type");
+            p.add(
+                key("name"),
+                "empty domain name",
+                "give every domain a name users can type",
+            );
         } else if d.name.contains('/') || d.name.chars().any(char::is_control) {
-            p.add(key("name"), format!("`{}` contains `/` or a control character", d.name.escape_debug()), "use letters, digits, `-`, `_`, `.`");
+            p.add(
+                key("name"),
+                format!(
+                    "`{}` contains `/` or a control character",
+                    d.name.escape_debug()
+                ),
+                "use letters, digits, `-`, `_`, `.`",
+            );
         } else if let Some(j) = names.insert(d.name.as_str(), i) {
             p.add(
                 key("name"),
-                format!("duplicate domain name `{}` (also backend.domain[{j}])", d.name),
+                format!(
+                    "duplicate domain name `{}` (also backend.domain[{j}])",
+                    d.name
+                ),
                 "domain names must be unique",
             );
         }
@@ -208,7 +234,11 @@ fn rules(config: &Config, p: &mut Problems) {
         }
         for w in &r.who {
             if w.strip_prefix("group:").is_some_and(|g| g.is_empty()) {
-                p.add(format!("rule[{i}].who"), "`group:` without a group name", "write group:NAME");
+                p.add(
+                    format!("rule[{i}].who"),
+                    "`group:` without a group name",
+                    "write group:NAME",
+                );
             }
         }
         if r.domains.is_empty() || r.domains.iter().any(|d| d.is_empty()) {
@@ -225,7 +255,10 @@ fn limits(config: &Config, p: &mut Problems) {
     let l = &config.limits;
     for (key, value) in [
         ("limits.max_connections", l.max_connections as u64),
-        ("limits.max_streams_per_connection", u64::from(l.max_streams_per_connection)),
+        (
+            "limits.max_streams_per_connection",
+            u64::from(l.max_streams_per_connection),
+        ),
         ("limits.handshake_timeout_s", l.handshake_timeout_s),
     ] {
         if value == 0 {
@@ -271,7 +304,11 @@ vnc = "/r/a/vnc.sock"
     fn duplicate_domains_and_relative_paths() {
         let text = format!("{BASE}[[backend.domain]]\nname = \"a\"\nqmp = \"rel/qmp.sock\"\n");
         let ps = problems(&text);
-        assert_eq!(keys(&ps), ["backend.domain[1].name", "backend.domain[1].qmp"], "{ps:?}");
+        assert_eq!(
+            keys(&ps),
+            ["backend.domain[1].name", "backend.domain[1].qmp"],
+            "{ps:?}"
+        );
         assert!(ps[0].message.contains("also backend.domain[0]"));
     }
 
@@ -279,7 +316,10 @@ vnc = "/r/a/vnc.sock"
     fn no_listener_and_tls_missing() {
         let ps = problems(&BASE.replace("tcp = [\"[::]:0\"]", ""));
         assert_eq!(keys(&ps), ["listen"]);
-        let no_tls = BASE.replace("[tls]\ncert = \"/p/server.pem\"\nkey = \"/p/server.key\"\nclient_ca = \"/p/ca.pem\"\n", "");
+        let no_tls = BASE.replace(
+            "[tls]\ncert = \"/p/server.pem\"\nkey = \"/p/server.key\"\nclient_ca = \"/p/ca.pem\"\n",
+            "",
+        );
         assert_eq!(keys(&problems(&no_tls)), ["tls"]);
         let no_ca = BASE.replace("client_ca = \"/p/ca.pem\"\n", "");
         assert_eq!(keys(&problems(&no_ca)), ["tls.client_ca"]);

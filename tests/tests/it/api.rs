@@ -28,7 +28,10 @@ fn whoami_list_info_over_ipv4_and_ipv6() {
         assert_eq!(who["method"], "certificate", "{who}");
 
         let human = c.ok(&["whoami"]);
-        assert!(human.contains("alice") && human.contains("certificate"), "{human}");
+        assert!(
+            human.contains("alice") && human.contains("certificate"),
+            "{human}"
+        );
 
         let list: Value = serde_json::from_str(&c.ok(&["list", "--json"])).unwrap();
         let d = domains(&list);
@@ -37,11 +40,17 @@ fn whoami_list_info_over_ipv4_and_ipv6() {
         assert_eq!(d[0]["state"], "running");
 
         let table = c.ok(&["list"]);
-        assert!(table.contains("web1") && table.contains("running"), "{table}");
+        assert!(
+            table.contains("web1") && table.contains("running"),
+            "{table}"
+        );
 
         let info: Value = serde_json::from_str(&c.ok(&["info", "web1", "--json"])).unwrap();
         assert_eq!(info["name"], "web1");
-        assert!(info["consoles"].as_array().unwrap().contains(&"vnc".into()), "{info}");
+        assert!(
+            info["consoles"].as_array().unwrap().contains(&"vnc".into()),
+            "{info}"
+        );
     }
 }
 
@@ -53,7 +62,11 @@ fn curl_gets_domains_over_http2_and_http1() {
             &w.alice,
             &w.pki.ca_pem,
             &format!("{}/v1/domains", w.gateway.https(i)),
-            &[proto, "-w", "\n%{http_version} %{http_code} %{content_type}"],
+            &[
+                proto,
+                "-w",
+                "\n%{http_version} %{http_code} %{content_type}",
+            ],
         );
         let (o, e) = text(&out);
         assert!(out.status.success(), "curl failed: {e}");
@@ -85,7 +98,10 @@ fn dual_stack_listener_serves_ipv4_and_ipv6_clients() {
 
 #[test]
 fn sigterm_stops_gateway_and_the_qemu_it_started() {
-    let dir = tempfile::Builder::new().prefix("vg-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("vg-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let pki = Pki::new(dir.path(), "ca");
     let alice = pki.client("alice", None);
     let qb = QemuBuilder::new("owned");
@@ -104,7 +120,10 @@ fn sigterm_stops_gateway_and_the_qemu_it_started() {
         .start(&dir.path().join("gw"));
     let c = ClientUser::new(&dir.path().join("c"), &gw.url(0), &alice);
     let list = c.ok(&["list", "--json"]);
-    assert!(list.contains("\"running\""), "supervised QEMU should run: {list}");
+    assert!(
+        list.contains("\"running\""),
+        "supervised QEMU should run: {list}"
+    );
     assert!(std::os::unix::net::UnixStream::connect(&qmp).is_ok());
 
     gw.signal("TERM");
@@ -117,5 +136,9 @@ fn sigterm_stops_gateway_and_the_qemu_it_started() {
         "the QEMU the gateway started must be gone after it stops"
     );
     let out = c.run(&["list"]);
-    assert_eq!(out.status.code(), Some(1), "gateway is gone, list must fail");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "gateway is gone, list must fail"
+    );
 }

@@ -8,7 +8,10 @@ use crate::World;
 /// The gateway still serves alice after whatever the test did.
 fn still_serving(w: &World) {
     let c = w.client("after", 0, &w.alice);
-    assert!(c.ok(&["whoami"]).contains("alice"), "gateway stopped serving");
+    assert!(
+        c.ok(&["whoami"]).contains("alice"),
+        "gateway stopped serving"
+    );
 }
 
 fn has_hint(stderr: &str) {
@@ -27,7 +30,10 @@ fn no_client_certificate() {
     let e = c.fails(&["list"]);
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     has_hint(&e);
-    assert!(e.contains("--cert") || e.contains("cert ="), "hint should say how to set one: {e}");
+    assert!(
+        e.contains("--cert") || e.contains("cert ="),
+        "hint should say how to set one: {e}"
+    );
 
     // curl without a certificate is refused as well.
     let out = std::process::Command::new("curl")
@@ -55,7 +61,10 @@ fn certificate_from_another_ca() {
     );
     let c = ClientUser::with_profile(&w.dir.path().join("m"), &profile);
     let e = c.fails(&["list"]);
-    assert!(e.to_lowercase().contains("ca") || e.contains("issuer"), "{e}");
+    assert!(
+        e.to_lowercase().contains("ca") || e.contains("issuer"),
+        "{e}"
+    );
     has_hint(&e);
     assert!(w.gateway.log().to_lowercase().contains("unknown") || !w.gateway.log().is_empty());
     still_serving(&w);
@@ -63,7 +72,10 @@ fn certificate_from_another_ca() {
 
 #[test]
 fn revoked_certificate() {
-    let dir = tempfile::Builder::new().prefix("vg-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("vg-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let pki = Pki::new(dir.path(), "ca");
     let alice = pki.client("alice", None);
     let bob = pki.client("bob", None);
@@ -93,22 +105,40 @@ fn expired_certificate() {
 
 #[test]
 fn server_name_not_in_server_certificate() {
-    let dir = tempfile::Builder::new().prefix("vg-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("vg-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let pki = Pki::new(dir.path(), "ca");
     let alice = pki.client("alice", None);
     let narrow = dir.path().join("narrow");
     virtgate_tests::fixture::pki::pki_cmd(
         &pki.dir,
-        &["issue-server", "--dns", "gw.example.org", "--ip", "127.0.0.1", "--out", narrow.to_str().unwrap()],
+        &[
+            "issue-server",
+            "--dns",
+            "gw.example.org",
+            "--ip",
+            "127.0.0.1",
+            "--out",
+            narrow.to_str().unwrap(),
+        ],
     );
     let gw = GatewayBuilder::new(&pki)
-        .server_cert(&narrow.join("server.pem"), &narrow.join("server.key"), &pki.ca_pem)
+        .server_cert(
+            &narrow.join("server.pem"),
+            &narrow.join("server.key"),
+            &pki.ca_pem,
+        )
         .rule(&["alice"], &["*"], "viewer")
         .start(&dir.path().join("gw"));
     // Listener 1 is [::1], which the certificate does not cover.
     let c = ClientUser::new(&dir.path().join("c"), &gw.url(1), &alice);
     let e = c.fails(&["whoami"]);
-    assert!(e.contains("gw.example.org") && e.contains("127.0.0.1"), "names covered: {e}");
+    assert!(
+        e.contains("gw.example.org") && e.contains("127.0.0.1"),
+        "names covered: {e}"
+    );
     assert!(e.contains("::1"), "the name used: {e}");
     has_hint(&e);
     let ok = ClientUser::new(&dir.path().join("ok"), &gw.url(0), &alice);
@@ -123,7 +153,10 @@ fn wrong_key_passphrase() {
     let (_, e) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(e.contains("passphrase"), "{e}");
-    assert!(e.contains(&w.alice.key.display().to_string()), "names the key file: {e}");
+    assert!(
+        e.contains(&w.alice.key.display().to_string()),
+        "names the key file: {e}"
+    );
     assert!(!e.contains("not it"), "never print the passphrase: {e}");
     has_hint(&e);
     // --passphrase-file beats the environment.
@@ -142,7 +175,10 @@ fn key_file_that_is_not_a_key() {
     let cert = w.alice.cert.to_str().unwrap();
     let e = c.fails(&["--key", cert, "whoami"]);
     assert!(e.contains(cert), "names the file: {e}");
-    assert!(e.to_lowercase().contains("not a private key") || e.contains("CERTIFICATE"), "{e}");
+    assert!(
+        e.to_lowercase().contains("not a private key") || e.contains("CERTIFICATE"),
+        "{e}"
+    );
     has_hint(&e);
 }
 
@@ -181,9 +217,17 @@ fn unknown_domain_and_domain_not_granted_look_the_same() {
     );
     let out = c.run(&["vnc", "db1", "--no-viewer"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(!text(&out).0.contains("vnc://"), "no URL for a domain one may not use");
+    assert!(
+        !text(&out).0.contains("vnc://"),
+        "no URL for a domain one may not use"
+    );
     // curl sees problem+json with a hint.
-    let out = curl(&w2.alice, &w2.pki.ca_pem, &format!("{}/v1/domains/db1", w2.gateway.https(0)), &["-w", "\n%{http_code} %{content_type}"]);
+    let out = curl(
+        &w2.alice,
+        &w2.pki.ca_pem,
+        &format!("{}/v1/domains/db1", w2.gateway.https(0)),
+        &["-w", "\n%{http_code} %{content_type}"],
+    );
     let (o, _) = text(&out);
     assert!(o.contains("404 application/problem+json"), "{o}");
     assert!(o.contains("\"hint\""), "{o}");

@@ -22,16 +22,24 @@ fn check_config_accepts_a_good_file_and_names_unknown_keys_by_line_and_column() 
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ok"), "{out}");
 
-    let text = good.config_text().replace("[tls]\n", "[tls]\nciphers = \"all\"\n");
+    let text = good
+        .config_text()
+        .replace("[tls]\n", "[tls]\nciphers = \"all\"\n");
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, &text).unwrap();
     let line = text.lines().position(|l| l.starts_with("ciphers")).unwrap() + 1;
     let (code, out) = virtgated(&["--config", bad.to_str().unwrap(), "check-config"]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains(&format!("bad.toml:{line}:1")), "line:col of the key: {out}");
+    assert!(
+        out.contains(&format!("bad.toml:{line}:1")),
+        "line:col of the key: {out}"
+    );
     assert!(out.contains("ciphers"), "{out}");
     assert!(out.contains("hint:"), "{out}");
-    assert!(out.contains("client_ca"), "the hint lists the valid keys: {out}");
+    assert!(
+        out.contains("client_ca"),
+        "the hint lists the valid keys: {out}"
+    );
 
     // `run` refuses the same file the same way.
     let (code, out) = virtgated(&["--config", bad.to_str().unwrap(), "run"]);
@@ -45,7 +53,16 @@ fn schema_describes_the_config_contract() {
     assert_eq!(code, Some(0), "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("schema is JSON");
     let s = v.to_string();
-    for key in ["listen", "tls", "client_ca", "backend", "rule", "audit", "qmp", "vnc"] {
+    for key in [
+        "listen",
+        "tls",
+        "client_ca",
+        "backend",
+        "rule",
+        "audit",
+        "qmp",
+        "vnc",
+    ] {
         assert!(s.contains(&format!("\"{key}\"")), "schema lacks {key}");
     }
 }
@@ -56,7 +73,10 @@ fn missing_config_and_missing_server_key_are_named() {
     let nowhere = dir.path().join("nowhere.toml");
     let (code, out) = virtgated(&["--config", nowhere.to_str().unwrap(), "check-config"]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains(nowhere.to_str().unwrap()) && out.contains("hint:"), "{out}");
+    assert!(
+        out.contains(nowhere.to_str().unwrap()) && out.contains("hint:"),
+        "{out}"
+    );
 
     let pki = Pki::new(dir.path(), "ca");
     let gone = dir.path().join("gone.key");
@@ -65,7 +85,10 @@ fn missing_config_and_missing_server_key_are_named() {
         .write_config(&dir.path().join("gw"));
     let (code, out) = virtgated(&["--config", f.to_str().unwrap(), "run"]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains(gone.to_str().unwrap()), "names the missing key: {out}");
+    assert!(
+        out.contains(gone.to_str().unwrap()),
+        "names the missing key: {out}"
+    );
     assert!(out.contains("hint:"), "{out}");
 }
 

@@ -10,13 +10,20 @@ use virtgate_tests::{bin, poll, text, ChildGuard};
 
 #[test]
 fn demo_serves_a_vm_to_the_demo_profile() {
-    let dir = tempfile::Builder::new().prefix("vg-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("vg-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let demo = dir.path().join("demo");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let config = home.join("virtgate.toml");
     // A user config that already has another profile: the demo must keep it.
-    std::fs::write(&config, "[profile.work]\nurl = \"virtgate://hv.example.org\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[profile.work]\nurl = \"virtgate://hv.example.org\"\n",
+    )
+    .unwrap();
     let child = Command::new(bin("virtgated"))
         .args(["demo", "--dir"])
         .arg(&demo)
@@ -66,7 +73,11 @@ fn demo_serves_a_vm_to_the_demo_profile() {
     assert!(!keys.is_empty());
     for k in &keys {
         let pem = std::fs::read_to_string(k).unwrap();
-        assert!(pem.contains("ENCRYPTED PRIVATE KEY"), "{} is not encrypted", k.display());
+        assert!(
+            pem.contains("ENCRYPTED PRIVATE KEY"),
+            "{} is not encrypted",
+            k.display()
+        );
     }
 
     // A real VNC client sees the demo VM's BIOS screen through the tunnel.
@@ -81,17 +92,26 @@ fn demo_serves_a_vm_to_the_demo_profile() {
     let lines = virtgate_tests::fixture::process::LineReader::new(fwd.stdout.take().unwrap());
     let _fwd = ChildGuard::new(fwd, "virtgate vnc");
     let url = lines.next_line(Duration::from_secs(30)).expect("vnc URL");
-    let addr = url.trim().strip_prefix("vnc://").unwrap().replace(':', "::");
+    let addr = url
+        .trim()
+        .strip_prefix("vnc://")
+        .unwrap()
+        .replace(':', "::");
     let shot = dir.path().join("demo.jpg");
     assert_eq!(snapshot_until(&addr, &shot, SEABIOS), SEABIOS);
 
     // Ctrl-C stops the demo and its VM.
     guard.signal("INT");
-    let status = guard.wait_deadline(Duration::from_secs(20)).expect("demo stops on Ctrl-C");
+    let status = guard
+        .wait_deadline(Duration::from_secs(20))
+        .expect("demo stops on Ctrl-C");
     assert!(status.success(), "{status}");
     let qmp = walk(&demo).into_iter().find(|p| p.ends_with("qmp.sock"));
     if let Some(q) = qmp {
-        assert!(std::os::unix::net::UnixStream::connect(q).is_err(), "demo VM still running");
+        assert!(
+            std::os::unix::net::UnixStream::connect(q).is_err(),
+            "demo VM still running"
+        );
     }
 }
 

@@ -46,14 +46,17 @@ impl World {
         let qemu = virtgate_tests::QemuBuilder::new("web1").start(dir.path());
         let others: Vec<_> = others
             .iter()
-            .map(|n| virtgate_tests::QemuBuilder::new(n).serial(false).start(dir.path()))
+            .map(|n| {
+                virtgate_tests::QemuBuilder::new(n)
+                    .serial(false)
+                    .start(dir.path())
+            })
             .collect();
         let mut gw = virtgate_tests::GatewayBuilder::new(&pki).domain(qemu.domain_toml());
         for o in &others {
             gw = gw.domain(o.domain_toml());
         }
-        let gw = gw
-            .rule(&["alice"], &["web*"], "operator");
+        let gw = gw.rule(&["alice"], &["web*"], "operator");
         let gateway = f(gw).start(&dir.path().join("gw"));
         World {
             pki,
@@ -66,7 +69,12 @@ impl World {
     }
 
     /// A client for `cert` talking to listener `i` of the gateway.
-    pub fn client(&self, name: &str, i: usize, cert: &virtgate_tests::ClientCert) -> virtgate_tests::ClientUser {
+    pub fn client(
+        &self,
+        name: &str,
+        i: usize,
+        cert: &virtgate_tests::ClientCert,
+    ) -> virtgate_tests::ClientUser {
         virtgate_tests::ClientUser::new(&self.dir.path().join(name), &self.gateway.url(i), cert)
     }
 }

@@ -53,8 +53,15 @@ fn two_vnc_clients_share_one_gateway_connection() {
     let tun1 = tunnels();
     let conn1 = accepted(());
     // Between conn0 and conn1: the tunnels metric query, `virtgate vnc` and this query.
-    assert_eq!(conn1 - conn0, 3.0, "every VNC client must ride on virtgate's one connection");
-    assert!(tun1 - tun0 >= 2.0, "two VNC clients -> at least two tunnels ({tun0} -> {tun1})");
+    assert_eq!(
+        conn1 - conn0,
+        3.0,
+        "every VNC client must ride on virtgate's one connection"
+    );
+    assert!(
+        tun1 - tun0 >= 2.0,
+        "two VNC clients -> at least two tunnels ({tun0} -> {tun1})"
+    );
     assert!(fwd.child.id() > 0);
 }
 
@@ -69,7 +76,10 @@ fn qemu_gone_shows_unavailable_and_the_gateway_keeps_serving() {
         let v: Value = serde_json::from_str(&c.ok(&["info", "web1", "--json"])).ok()?;
         (v["state"] == "unavailable").then_some(v)
     });
-    assert!(info["state_reason"].is_string(), "unavailable needs a reason: {info}");
+    assert!(
+        info["state_reason"].is_string(),
+        "unavailable needs a reason: {info}"
+    );
 
     // A VNC client through the still-running forwarder is refused cleanly, with a message.
     let shot = w.dir.path().join("gone.jpg");

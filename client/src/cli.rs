@@ -1,0 +1,318 @@
+//! The command line ([`Cli`], parsed by clap) and its resolution against the profile into
+//! [`Settings`], the one struct the rest of the client reads.
+//!
+//! Precedence: a flag beats the profile, the profile beats the built-in default. `--url`
+//! alone needs no profile; `-p NAME --url URL` takes the rest of `NAME` and overrides its URL.
+//! Paths given as flags are relative to the current folder, paths in a profile relative to
+//! the config file's folder.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::passphrase::PassphraseSources;
+use crate::profile::{AuthKind, Env, Profiles};
+use crate::url::GatewayUrl;
+
+/// virtgate: reach the virtual machines behind a virtgated gateway.
+#[derive(Debug, Parser)]
+#[command(name = "virtgate", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Flags that say which gateway and how to log in.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which gateway, and how to authenticate; each overrides the profile.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Profile from the config file (default: its `default`)
+    #[arg(short = 'p', long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Gateway URL: virtgate://HOST[:PORT] (no profile needed with this)
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// CA certificate (PEM) that verifies the gateway
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PKCS#8 PEM, may be encrypted)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// How to authenticate
+    #[arg(long, global = true, value_enum)]
+    pub auth: Option<AuthKind>,
+    /// File whose first line is the key passphrase
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Show who the gateway thinks you are
+    Whoami {
+        /// Print the gateway's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the domains you may see
+    List {
+        /// Print the gateway's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one domain
+    Info {
+        /// Domain name
+        domain: String,
+        /// Print the gateway's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forward a local TCP port to a domain's VNC console; prints vnc://HOST:PORT first
+    Vnc {
+        /// Domain name
+        domain: String,
+        /// Local address to listen on (IP[:PORT]; port 0 picks a free one)
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = parse_listen)]
+        listen: SocketAddr,
+        /// Run this viewer; `{}` is replaced by the vnc:// URL (appended when absent)
+        #[arg(long, value_name = "CMD", conflicts_with = "no_viewer")]
+        viewer: Option<String>,
+        /// Do not start a viewer, only print the URL
+        #[arg(long)]
+        no_viewer: bool,
+    },
+}
+
+/// `IP:PORT`, `[v6]:PORT`, or a bare IP (port 0).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0));
+    }
+    if s == "localhost" {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+    }
+    Err(format!(
+        "`{s}` is not IP:PORT (e.g. 127.0.0.1:5900, [::1]:0, 0.0.0.0:5900)"
+    ))
+}
+
+/// Everything the transports and commands need, after flags and profile are combined.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the gateway is.
+    pub url: GatewayUrl,
+    /// The profile used, for messages (`None` with a bare `--url`).
+    pub profile: Option<String>,
+    /// CA that verifies the gateway (TLS).
+    pub ca: Option<PathBuf>,
+    /// Client certificate (TLS, `auth = cert`).
+    pub cert: Option<PathBuf>,
+    /// Client key (TLS, `auth = cert`).
+    pub key: Option<PathBuf>,
+    /// How to authenticate.
+    pub auth: AuthKind,
+    /// Where an encrypted key's passphrase comes from.
+    pub passphrase: PassphraseSources,
+}
+
+impl GlobalArgs {
+    /// Combine the flags with the selected profile.
+    pub fn resolve(&self, profiles: &Profiles, env: &Env) -> Result<Settings, Error> {
+        let profile = profiles.select(self.profile.as_deref(), self.url.is_some())?;
+        let url_text = match (&self.url, profile) {
+            (Some(u), _) => u.clone(),
+            (None, Some(p)) => p.url.clone(),
+            (None, None) => {
+                return Err(Error::NoGateway {
+                    config: profiles.path.clone(),
+                })
+            }
+        };
+        let url = GatewayUrl::parse(&url_text)?;
+        let pick = |flag: &Option<PathBuf>, prof: Option<&PathBuf>| flag.clone().or(prof.cloned());
+        Ok(Settings {
+            url,
+            profile: profile.map(|p| p.name.clone()),
+            ca: pick(&self.ca, profile.and_then(|p| p.ca.as_ref())),
+            cert: pick(&self.cert, profile.and_then(|p| p.cert.as_ref())),
+            key: pick(&self.key, profile.and_then(|p| p.key.as_ref())),
+            auth: self
+                .auth
+                .or(profile.and_then(|p| p.auth))
+                .unwrap_or(AuthKind::Cert),
+            passphrase: PassphraseSources {
+                file: self.passphrase_file.clone(),
+                env: env
+                    .key_passphrase
+                    .as_ref()
+                    .map(|v| Zeroizing::new(v.to_string_lossy().into_owned())),
+                command: profile.and_then(|p| p.passphrase_command.clone()),
+            },
+        })
+    }
+}
+
+impl Settings {
+    /// "in profile `x`" or "on the command line", for hints that say where to fix a setting.
+    pub fn where_to_set(&self, key: &str, flag: &str) -> String {
+        match &self.profile {
+            Some(p) => format!("set `{key}` in profile `{p}` or pass {flag}"),
+            None => format!("pass {flag} (or set `{key}` in a profile)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passphrase::Source;
+    use std::path::Path;
+
+    fn profiles() -> Profiles {
+        let text = r#"
+default = "hv1"
+[profile.hv1]
+url = "virtgate://hv1.example.org"
+ca = "ca.pem"
+cert = "alice.pem"
+key = "alice.key"
+passphrase_command = "pass show hv1"
+"#;
+        Profiles::parse(Path::new("/cfg/config.toml"), text, None).unwrap()
+    }
+
+    #[test]
+    fn profile_supplies_everything() {
+        let s = GlobalArgs::default()
+            .resolve(&profiles(), &Env::default())
+            .unwrap();
+        assert_eq!(s.url.to_string(), "virtgate://hv1.example.org:16520");
+        assert_eq!(s.ca.as_deref(), Some(Path::new("/cfg/ca.pem")));
+        assert_eq!(s.key.as_deref(), Some(Path::new("/cfg/alice.key")));
+        assert_eq!(s.auth, AuthKind::Cert);
+        assert_eq!(
+            s.passphrase.source(),
+            Source::Command("pass show hv1".into())
+        );
+    }
+
+    #[test]
+    fn flags_override_the_profile() {
+        let g = GlobalArgs {
+            profile: Some("hv1".into()),
+            url: Some("virtgate://[::1]:7".into()),
+            cert: Some("me.pem".into()),
+            passphrase_file: Some("pw".into()),
+            auth: Some(AuthKind::Kerberos),
+            ..Default::default()
+        };
+        let env = Env {
+            key_passphrase: Some("x".into()),
+            ..Default::default()
+        };
+        let s = g.resolve(&profiles(), &env).unwrap();
+        assert_eq!(s.url.authority(), "[::1]:7");
+        assert_eq!(s.cert.as_deref(), Some(Path::new("me.pem")));
+        assert_eq!(s.key.as_deref(), Some(Path::new("/cfg/alice.key")));
+        assert_eq!(s.auth, AuthKind::Kerberos);
+        assert_eq!(s.passphrase.source(), Source::File("pw".into()));
+    }
+
+    #[test]
+    fn url_alone_needs_no_profile_and_ignores_the_default() {
+        let g = GlobalArgs {
+            url: Some("virtgate://10.0.0.1".into()),
+            ..Default::default()
+        };
+        let env = Env {
+            key_passphrase: Some("x".into()),
+            ..Default::default()
+        };
+        let s = g.resolve(&profiles(), &env).unwrap();
+        assert!(s.profile.is_none() && s.ca.is_none());
+        assert_eq!(s.passphrase.source(), Source::Env);
+        let s = g.resolve(&Profiles::default(), &Env::default()).unwrap();
+        assert_eq!(s.url.authority(), "10.0.0.1:16520");
+    }
+
+    #[test]
+    fn nothing_configured_says_how_to_make_a_profile() {
+        let p = Profiles {
+            path: "/home/a/.config/virtgate/config.toml".into(),
+            ..Default::default()
+        };
+        let e = GlobalArgs::default()
+            .resolve(&p, &Env::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("no --url"), "{e}");
+        let h = e.hint().unwrap();
+        assert!(
+            h.contains("[profile.hv1]") && h.contains("virtgated demo"),
+            "{h}"
+        );
+        assert!(h.contains("/home/a/.config/virtgate/config.toml"), "{h}");
+    }
+
+    #[test]
+    fn bad_url_is_reported_with_hint() {
+        let g = GlobalArgs {
+            url: Some("http://x".into()),
+            ..Default::default()
+        };
+        let e = g
+            .resolve(&Profiles::default(), &Env::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown scheme `http`"));
+        assert!(e.hint().unwrap().contains("virtgate://HOST"));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("[::1]:0").unwrap(), "[::1]:0".parse().unwrap());
+        assert_eq!(parse_listen("::1").unwrap(), "[::1]:0".parse().unwrap());
+        assert_eq!(
+            parse_listen("0.0.0.0").unwrap(),
+            "0.0.0.0:0".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:5900").unwrap(),
+            "127.0.0.1:5900".parse().unwrap()
+        );
+        assert!(parse_listen("nowhere:1").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "virtgate",
+            "vnc",
+            "vm1",
+            "--no-viewer",
+            "--url",
+            "virtgate://[::1]:5",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.url.as_deref(), Some("virtgate://[::1]:5"));
+        assert!(
+            Cli::try_parse_from(["virtgate", "vnc", "vm1", "--no-viewer", "--viewer", "x"])
+                .is_err()
+        );
+    }
+}

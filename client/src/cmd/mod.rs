@@ -1,0 +1,51 @@
+//! The commands. Each takes a connected [`Session`] and writes its result to stdout; notes
+//! for the person at the terminal go to stderr so that stdout stays parseable.
+
+pub mod domains;
+pub mod forward;
+
+use std::io::Write;
+
+use crate::cli::Command;
+use crate::error::Error;
+use crate::session::Session;
+
+/// Run one command on a session.
+pub async fn run(command: Command, session: Session) -> Result<(), Error> {
+    match command {
+        Command::Whoami { json } => domains::whoami(&session, json).await,
+        Command::List { json } => domains::list(&session, json).await,
+        Command::Info { domain, json } => domains::info(&session, &domain, json).await,
+        Command::Vnc {
+            domain,
+            listen,
+            viewer,
+            no_viewer,
+        } => {
+            let viewer = match (viewer, no_viewer) {
+                (_, true) => forward::Viewer::None,
+                (Some(cmd), false) => forward::Viewer::Command(cmd),
+                (None, false) => forward::Viewer::Auto,
+            };
+            forward::vnc(session, &domain, listen, viewer).await
+        }
+    }
+}
+
+/// Write `text` to stdout and flush. A closed pipe (`virtgate list | head -1`) is not an
+/// error: the reader has what it wanted.
+pub fn print(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Output(e)),
+    }
+}
+
+/// Pretty JSON of an API value, with a final newline.
+pub fn json<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| Error::Output(std::io::Error::other(e)))
+}

@@ -1,0 +1,318 @@
+//! One HTTP/2 connection to the gateway, shared by every call and tunnel of a command.
+//!
+//! [`Session::connect`] opens the transport and runs the HTTP/2 handshake; a spawned task
+//! drives the connection while [`Session`] handles (cheap clones of hyper's `SendRequest`)
+//! issue requests on it. API calls are [`Session::get_json`]; byte tunnels are
+//! [`Session::open_tunnel`] (extended CONNECT, RFC 8441, `:protocol` = `virtgate-stream`).
+//!
+//! When the connection dies, its task records why; [`Session::closed`] resolves then, and a
+//! request that failed because of it reports the connection's error (in TLS 1.3 that is where
+//! the gateway's verdict on our certificate shows up).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use virtgate_proto::{ApiPath, Problem, PROBLEM_CONTENT_TYPE, TUNNEL_PROTOCOL};
+
+use crate::error::{chain_text, find_tls_error, Error, TlsContext, TlsFailure};
+use crate::transport::Transport;
+
+/// Largest response body read into memory (JSON and problem bodies are small).
+const MAX_BODY: usize = 16 << 20;
+
+/// Per-stream receive window: big enough for VNC bursts (FACTS: 4 MiB).
+const STREAM_WINDOW: u32 = 4 << 20;
+
+/// Connection receive window shared by all streams (FACTS: 16 MiB).
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Largest frame we accept.
+const MAX_FRAME: u32 = 256 << 10;
+
+/// How long to wait for the connection task's verdict after a request failed.
+const VERDICT_WAIT: Duration = Duration::from_secs(2);
+
+/// How the connection ended, as recorded by its driver task.
+type Ending = Option<Arc<Option<hyper::Error>>>;
+
+/// A handle on the HTTP/2 connection. Clones share the connection.
+#[derive(Clone)]
+pub struct Session {
+    /// hyper's request handle; cloned per request.
+    send: SendRequest<Full<Bytes>>,
+    /// `host:port` for the `:authority` of requests.
+    authority: String,
+    /// Names and files for error messages.
+    context: TlsContext,
+    /// Set once by the driver task when the connection ends (with its error, if any).
+    ended: watch::Receiver<Ending>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("server", &self.context.server)
+            .field("ended", &self.ended.borrow().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Connect the transport and run the HTTP/2 handshake.
+    pub async fn connect(transport: &Transport) -> Result<Session, Error> {
+        let connected = transport.connect().await?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let (send, conn) = builder
+            .handshake(TokioIo::new(connected.stream))
+            .await
+            .map_err(|e| lost(&connected.context, &e))?;
+        let (tx, ended) = watch::channel(None);
+        tokio::spawn(async move {
+            let result = conn.await;
+            if let Err(e) = &result {
+                tracing::debug!(error = %chain_text(e), "HTTP/2 connection ended");
+            } else {
+                tracing::debug!("HTTP/2 connection closed");
+            }
+            let _ = tx.send(Some(Arc::new(result.err())));
+        });
+        Ok(Session {
+            send,
+            authority: connected.authority,
+            context: connected.context,
+            ended,
+        })
+    }
+
+    /// `host:port` of the gateway, for messages.
+    pub fn server(&self) -> &str {
+        &self.context.server
+    }
+
+    /// `GET` an API path and decode its JSON body; error statuses become [`Error::Problem`].
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &ApiPath) -> Result<T, Error> {
+        let what = format!("GET {}", path.to_path());
+        let req = self.request(Method::GET, path)?;
+        let resp = self.send(&what, req).await?;
+        let status = resp.status();
+        let body = self.body(&what, resp).await?;
+        if !status.is_success() {
+            return Err(problem(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::BadResponse {
+            request: what,
+            detail: format!("the body is not the expected JSON: {e}"),
+        })
+    }
+
+    /// Open a byte tunnel (extended CONNECT). A non-200 answer becomes [`Error::Problem`].
+    pub async fn open_tunnel(&self, path: &ApiPath) -> Result<TokioIo<Upgraded>, Error> {
+        let what = format!("CONNECT {}", path.to_path());
+        let mut req = self.request(Method::CONNECT, path)?;
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static(TUNNEL_PROTOCOL));
+        let mut resp = self.send(&what, req).await?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let body = self.body(&what, resp).await?;
+            return Err(problem(status, &body));
+        }
+        let upgraded = hyper::upgrade::on(&mut resp)
+            .await
+            .map_err(|e| Error::BadResponse {
+                request: what,
+                detail: format!("the tunnel did not open: {}", chain_text(&e)),
+            })?;
+        Ok(TokioIo::new(upgraded))
+    }
+
+    /// Resolves when the connection has ended, with the error that explains it.
+    pub async fn closed(&self) -> Error {
+        let mut rx = self.ended.clone();
+        let ending = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .ok()
+            .and_then(|e| e.clone());
+        match ending {
+            Some(end) => self.ending_error((*end).as_ref()),
+            None => self.ending_error(None),
+        }
+    }
+
+    fn request(&self, method: Method, path: &ApiPath) -> Result<Request<Full<Bytes>>, Error> {
+        let uri = format!("https://{}{}", self.authority, path.to_path());
+        Request::builder()
+            .method(method)
+            .uri(&uri)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Error::Setting {
+                message: format!("cannot build a request for {uri}: {e}"),
+                hint: "check the domain name".into(),
+            })
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut send = self.send.clone();
+        let sent = async {
+            send.ready().await?;
+            send.send_request(req).await
+        };
+        match sent.await {
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(self.request_error(what, &e).await),
+        }
+    }
+
+    async fn body(&self, what: &str, resp: Response<Incoming>) -> Result<Bytes, Error> {
+        match Limited::new(resp.into_body(), MAX_BODY).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e) => {
+                if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                    return Err(self.request_error(what, h).await);
+                }
+                Err(Error::BadResponse {
+                    request: what.to_owned(),
+                    detail: chain_text(&*e),
+                })
+            }
+        }
+    }
+
+    /// Explain a failed request: a TLS verdict in its own chain or in the connection's,
+    /// else a lost connection, else a failure of this request alone.
+    async fn request_error(&self, what: &str, e: &hyper::Error) -> Error {
+        if let Some(t) = find_tls_error(e) {
+            return self.tls(TlsFailure::from_rustls(&t));
+        }
+        let mut rx = self.ended.clone();
+        let ending = tokio::time::timeout(VERDICT_WAIT, rx.wait_for(|e| e.is_some()))
+            .await
+            .ok()
+            .and_then(|r| r.ok().and_then(|e| e.clone()));
+        match ending {
+            // the connection ended: its error explains this request's failure
+            Some(end) => match (*end).as_ref() {
+                Some(conn_err) => self.ending_error(Some(conn_err)),
+                None => lost(&self.context, e),
+            },
+            // the connection is fine: only this request failed
+            None => Error::BadResponse {
+                request: what.to_owned(),
+                detail: chain_text(e),
+            },
+        }
+    }
+
+    fn ending_error(&self, err: Option<&hyper::Error>) -> Error {
+        match err {
+            Some(e) => match find_tls_error(e) {
+                Some(t) => self.tls(TlsFailure::from_rustls(&t)),
+                None => lost(&self.context, e),
+            },
+            None => Error::ConnectionLost {
+                server: self.context.server.clone(),
+                reason: "the gateway closed the connection".into(),
+            },
+        }
+    }
+
+    fn tls(&self, failure: TlsFailure) -> Error {
+        Error::Tls {
+            failure,
+            context: self.context.clone(),
+        }
+    }
+}
+
+fn lost(context: &TlsContext, e: &hyper::Error) -> Error {
+    if let Some(t) = find_tls_error(e) {
+        return Error::Tls {
+            failure: TlsFailure::from_rustls(&t),
+            context: context.clone(),
+        };
+    }
+    Error::ConnectionLost {
+        server: context.server.clone(),
+        reason: chain_text(e),
+    }
+}
+
+/// The problem+json body of an error answer, or one made up from the status and text.
+fn problem(status: StatusCode, body: &[u8]) -> Error {
+    if let Ok(p) = serde_json::from_slice::<Problem>(body) {
+        return Error::Problem { problem: p };
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut p = Problem::new(
+        status.as_u16(),
+        "http",
+        format!(
+            "the gateway answered {} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .trim_end()
+        .to_owned(),
+    );
+    if !text.is_empty() {
+        p = p.detail(text.chars().take(300).collect::<String>());
+    }
+    p = p.hint(format!(
+        "expected a {PROBLEM_CONTENT_TYPE} body; is this a virtgated gateway?"
+    ));
+    Error::Problem { problem: p }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::report;
+
+    #[test]
+    fn problem_bodies_are_decoded() {
+        let body = br#"{"type":"urn:virtgate:domain-not-found","title":"no such domain","status":404,"detail":"domain `zz` does not exist or is not yours","hint":"run `virtgate list` to see your domains"}"#;
+        let e = problem(StatusCode::NOT_FOUND, body);
+        assert_eq!(
+            report(&e),
+            "error: no such domain: domain `zz` does not exist or is not yours\n\
+             hint: run `virtgate list` to see your domains"
+        );
+    }
+
+    #[test]
+    fn other_bodies_become_a_problem_naming_the_status() {
+        let e = problem(StatusCode::BAD_GATEWAY, b"upstream down\n");
+        let r = report(&e);
+        assert!(
+            r.starts_with("error: the gateway answered 502 Bad Gateway: upstream down"),
+            "{r}"
+        );
+        assert!(
+            r.contains("hint: expected a application/problem+json body"),
+            "{r}"
+        );
+    }
+}

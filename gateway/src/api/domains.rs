@@ -1,0 +1,121 @@
+//! `GET /v1/domains`, `GET /v1/domains/{name}` and `/v1/domains/{name}/{action}`.
+//!
+//! Listing asks the backend for every domain and keeps those the identity holds a role on,
+//! stamping each with that role. Unknown actions are 404; known ones that the backend does
+//! not offer yet become 501 from the backend's `NotSupported`.
+
+use http::{header, HeaderValue, Method, Response};
+use serde::Serialize;
+use virtgate_proto::DomainList;
+
+use super::error::{self, ApiError};
+use super::{authorize, Body, State};
+use crate::authn::Identity;
+use crate::authz::{Action, Decision};
+use crate::backend::Lifecycle;
+
+/// A 200 with a JSON body.
+pub fn json<T: Serialize>(value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(error::full(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The domains this identity may see, each with its role.
+pub async fn list(state: &State, id: &Identity) -> Result<Response<Body>, ApiError> {
+    let all = state.backend.list().await.map_err(|e| error::backend(&e))?;
+    let domains: Vec<_> = all
+        .into_iter()
+        .filter_map(|mut d| {
+            let role = state.policy.role_on(id, &d.name)?;
+            d.role = Some(role.as_str().to_owned());
+            Some(d)
+        })
+        .collect();
+    state.audit.decision(
+        id,
+        Action::List,
+        None,
+        &Decision {
+            allowed: true,
+            role: None,
+            required: Action::List.required_role(),
+        },
+    );
+    Ok(json(&DomainList { domains }))
+}
+
+/// One domain.
+pub async fn info(state: &State, id: &Identity, name: &str) -> Result<Response<Body>, ApiError> {
+    let role = authorize(state, id, Some(name), Action::Info)?;
+    let mut d = state
+        .backend
+        .domain(name)
+        .await
+        .map_err(|e| error::backend(&e))?;
+    d.role = Some(role.as_str().to_owned());
+    Ok(json(&d))
+}
+
+/// `/v1/domains/{name}/{action}` without CONNECT.
+pub async fn action(
+    state: &State,
+    id: &Identity,
+    method: &Method,
+    path: &str,
+    name: &str,
+    action: &str,
+) -> Result<Response<Body>, ApiError> {
+    if action == "vnc" || action == "serial" {
+        return Err(error::method_not_allowed(
+            method,
+            path,
+            &[Method::CONNECT],
+            &format!("{action} is a tunnel: HTTP/2 extended CONNECT with :protocol virtgate-stream (`virtgate {}`)", if action == "vnc" { "vnc NAME" } else { "console NAME" }),
+        ));
+    }
+    if let Some(op) = Lifecycle::parse(action) {
+        if method != Method::POST {
+            return Err(error::method_not_allowed(
+                method,
+                path,
+                &[Method::POST],
+                "use POST",
+            ));
+        }
+        authorize(state, id, Some(name), Action::Lifecycle)?;
+        state
+            .backend
+            .lifecycle(name, op)
+            .await
+            .map_err(|e| error::backend(&e))?;
+        return Ok(json(
+            &serde_json::json!({ "domain": name, "action": action }),
+        ));
+    }
+    if action == "screenshot" {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(error::method_not_allowed(
+                method,
+                path,
+                &[Method::GET, Method::HEAD],
+                "use GET",
+            ));
+        }
+        authorize(state, id, Some(name), Action::Screenshot)?;
+        let png = state
+            .backend
+            .screenshot(name)
+            .await
+            .map_err(|e| error::backend(&e))?;
+        let mut r = Response::new(error::full(png));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+        return Ok(r);
+    }
+    Err(error::not_found(path))
+}

@@ -1,0 +1,215 @@
+//! Every failed call answers `application/problem+json` ([`Problem`]) with a stable kind.
+//!
+//! Kinds (`urn:virtgate:KIND`): `not-found` (no such API path), `method-not-allowed`,
+//! `bad-request`, `domain-not-found` (unknown OR not granted: same body, so names do not
+//! leak), `console-not-found`, `forbidden` (role too low; names the role needed),
+//! `backend-unavailable` (503: QEMU/libvirtd not reachable), `backend-error` (502),
+//! `not-implemented` (501: a call this gateway or backend does not offer yet).
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use virtgate_proto::{Problem, PROBLEM_CONTENT_TYPE};
+
+use super::Body;
+use crate::authz::{Action, Role};
+use crate::backend::BackendError;
+
+/// A full body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The HTTP response carrying `p`.
+pub fn response(p: &Problem) -> Response<Body> {
+    let body = serde_json::to_vec(p).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    r
+}
+
+/// A problem plus headers it needs (e.g. `Allow` on 405).
+#[derive(Debug)]
+pub struct ApiError {
+    /// The body (boxed: errors travel through `Result`s on every request path).
+    pub problem: Box<Problem>,
+    /// Methods to list in `Allow` (405 only).
+    pub allow: Vec<Method>,
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        ApiError {
+            problem: Box::new(problem),
+            allow: vec![],
+        }
+    }
+}
+
+impl ApiError {
+    /// The HTTP response for this error.
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = response(&self.problem);
+        if !self.allow.is_empty() {
+            let list: Vec<&str> = self.allow.iter().map(Method::as_str).collect();
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+        }
+        r
+    }
+}
+
+/// No API call at this path.
+pub fn not_found(path: &str) -> ApiError {
+    Problem::new(404, "not-found", "no such API call")
+        .detail(format!("nothing at {path}"))
+        .hint("the API is under /v1: whoami, domains, domains/NAME, metrics; is the client older or newer than the gateway?")
+        .into()
+}
+
+/// Right path, wrong method.
+pub fn method_not_allowed(method: &Method, path: &str, allow: &[Method], hint: &str) -> ApiError {
+    ApiError {
+        problem: Box::new(
+            Problem::new(405, "method-not-allowed", "method not allowed")
+                .detail(format!("{method} is not allowed on {path}"))
+                .hint(hint),
+        ),
+        allow: allow.to_vec(),
+    }
+}
+
+/// A malformed request.
+pub fn bad_request(detail: impl Into<String>, hint: &str) -> ApiError {
+    Problem::new(400, "bad-request", "bad request")
+        .detail(detail)
+        .hint(hint)
+        .into()
+}
+
+/// Unknown domain, or one no rule grants to this identity: the same answer for both.
+pub fn domain_not_found(name: &str) -> ApiError {
+    Problem::new(404, "domain-not-found", "no such domain")
+        .detail(format!(
+            "domain `{name}` does not exist or you have no access to it"
+        ))
+        .hint("run `virtgate list` to see the domains you may use")
+        .into()
+}
+
+/// The identity sees the domain but its role is too low for the action.
+pub fn forbidden(
+    name: Option<&str>,
+    action: Action,
+    held: Option<Role>,
+    required: Role,
+) -> ApiError {
+    let on = name
+        .map(|n| format!(" on domain `{n}`"))
+        .unwrap_or_else(|| " on all domains".into());
+    let held = held
+        .map(|r| format!("your role is {r}"))
+        .unwrap_or_else(|| "you hold no role".into());
+    Problem::new(403, "forbidden", "not allowed")
+        .detail(format!(
+            "{} needs role {required}{on}; {held}",
+            action.as_str()
+        ))
+        .hint(format!(
+            "ask the gateway's admin for the {required} role (a [[rule]] in gateway.toml)"
+        ))
+        .into()
+}
+
+/// A call the gateway does not offer yet.
+pub fn not_implemented(what: &str) -> ApiError {
+    Problem::new(501, "not-implemented", "not implemented")
+        .detail(format!("{what} is not implemented by this gateway yet"))
+        .hint("update the gateway (see `virtgate whoami` for its version)")
+        .into()
+}
+
+/// A backend failure as the client should see it.
+pub fn backend(e: &BackendError) -> ApiError {
+    let hint = e.hint().unwrap_or_default();
+    match e {
+        BackendError::NotFound(name) => domain_not_found(name),
+        BackendError::NoConsole { .. } => Problem::new(404, "console-not-found", "no such console")
+            .detail(e.to_string())
+            .hint(hint)
+            .into(),
+        BackendError::Console { domain, kind, .. } => {
+            Problem::new(503, "backend-unavailable", "console unavailable")
+                // The socket path is the admin's business; the log has it.
+                .detail(format!(
+                    "the {kind} console of domain `{domain}` cannot be reached"
+                ))
+                .hint(hint)
+                .into()
+        }
+        BackendError::NotSupported { .. } => {
+            Problem::new(501, "not-implemented", "not implemented")
+                .detail(e.to_string())
+                .hint(hint)
+                .into()
+        }
+        _ => Problem::new(502, "backend-error", "hypervisor error")
+            .detail(e.to_string())
+            .hint("see the gateway log")
+            .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_ungranted_domains_look_the_same() {
+        let a = domain_not_found("web1").problem;
+        let b = backend(&BackendError::NotFound("web1".into())).problem;
+        assert_eq!(a, b);
+        assert_eq!(a.kind, "urn:virtgate:domain-not-found");
+        assert!(a.hint.unwrap().contains("virtgate list"));
+    }
+
+    #[test]
+    fn forbidden_names_the_role_needed() {
+        let p = forbidden(
+            Some("web1"),
+            Action::Vnc,
+            Some(Role::Viewer),
+            Role::Operator,
+        )
+        .problem;
+        assert_eq!(p.status, 403);
+        assert!(p
+            .detail
+            .unwrap()
+            .contains("needs role operator on domain `web1`; your role is viewer"));
+    }
+
+    #[test]
+    fn responses_are_problem_json_with_allow() {
+        let r = method_not_allowed(&Method::POST, "/v1/domains", &[Method::GET], "use GET")
+            .into_response();
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], PROBLEM_CONTENT_TYPE);
+        assert_eq!(r.headers()[header::ALLOW], "GET");
+        let console = backend(&BackendError::Console {
+            domain: "d".into(),
+            kind: "vnc",
+            path: "/x".into(),
+            reason: "refused".into(),
+        });
+        assert_eq!(console.problem.status, 503);
+        assert_eq!(console.problem.kind_name(), "backend-unavailable");
+    }
+}

@@ -1,0 +1,241 @@
+//! The HTTP API: one hyper service per authenticated connection.
+//!
+//! [`serve_connection`] runs hyper's auto (HTTP/1.1 + HTTP/2) server on a connection whose
+//! peer is already known ([`Identity`]); HTTP/2 has extended CONNECT enabled for tunnels.
+//! [`handle`] routes each request through [`ApiPath::parse`] (proto owns the paths), checks
+//! the method, asks [`authz`](crate::authz) and then the backend, and answers JSON, Prometheus
+//! text, a tunnel ([`tunnel`]) or a problem ([`error`]). Every response carries
+//! `virtgate-protocol: 1`.
+
+pub mod domains;
+pub mod error;
+pub mod tunnel;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use virtgate_proto::{
+    ApiPath, PathError, TunnelKind, PROTOCOL_HEADER, PROTOCOL_VERSION, TUNNEL_PROTOCOL,
+};
+
+use crate::audit::AuditLog;
+use crate::authn::Identity;
+use crate::authz::{Action, Policy, Role};
+use crate::backend::Hypervisor;
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use error::ApiError;
+
+/// Response body type of every handler.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What every request handler shares.
+pub struct State {
+    /// Authorization rules.
+    pub policy: Policy,
+    /// The hypervisor.
+    pub backend: Arc<dyn Hypervisor>,
+    /// Where decisions are recorded.
+    pub audit: AuditLog,
+    /// Counters for `/v1/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Tracks tunnel tasks so shutdown can wait for them (up to the drain timeout).
+    pub tracker: TaskTracker,
+    /// Numbers tunnels for their log spans.
+    pub next_tunnel: AtomicU64,
+    /// Per-connection limits for the HTTP/2 server.
+    pub limits: Limits,
+}
+
+/// HTTP/2 flow-control windows: big enough for a console at LAN speed, small enough that a
+/// bulk stream does not queue seconds of data ahead of an interactive one (tuned in the
+/// benchmark issue).
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 8 << 20;
+const MAX_FRAME: u32 = 64 << 10;
+
+/// Serve HTTP (h2 or HTTP/1.1, decided by the preface ALPN led the client to send) on an
+/// authenticated connection until the peer leaves or `shutdown` fires (then GOAWAY/close and
+/// let open requests finish).
+pub async fn serve_connection<IO>(
+    io: IO,
+    state: Arc<State>,
+    id: Identity,
+    shutdown: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let id = Arc::new(id);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(state.limits.max_streams_per_connection)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        // A peer that vanished without closing is noticed and its tunnels end.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let service = hyper::service::service_fn(move |req| handle(state.clone(), id.clone(), req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    match result {
+        Ok(()) => tracing::debug!("connection closed"),
+        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+    }
+}
+
+/// Answer one request.
+pub async fn handle(
+    state: Arc<State>,
+    id: Arc<Identity>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    state.metrics.requests.fetch_add(1, Relaxed);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = match route(&state, &id, &mut req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(%method, path = %path, status = e.problem.status, kind = e.problem.kind_name(), "request refused");
+            e.into_response()
+        }
+    };
+    resp.headers_mut()
+        .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+    Ok(resp)
+}
+
+async fn route(
+    state: &State,
+    id: &Identity,
+    req: &mut Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    let is_connect = method == Method::CONNECT;
+    if is_connect {
+        match req.extensions().get::<hyper::ext::Protocol>() {
+            Some(p) if p.as_str() == TUNNEL_PROTOCOL => {}
+            Some(p) => {
+                return Err(error::bad_request(
+                    format!("unknown tunnel protocol `{}`", p.as_str()),
+                    "tunnels use :protocol virtgate-stream; update the client",
+                ))
+            }
+            None => {
+                return Err(error::bad_request(
+                    "plain CONNECT is not supported",
+                    "tunnels are HTTP/2 extended CONNECT with :protocol virtgate-stream (use `virtgate vnc`)",
+                ))
+            }
+        }
+    }
+    let path = req.uri().path().to_owned();
+    let parsed = ApiPath::parse(&path, req.uri().query(), is_connect).map_err(|e| match e {
+        PathError::BadName(_) => {
+            error::bad_request(e.to_string(), "domain names are percent-encoded UTF-8")
+        }
+        _ => error::not_found(&path),
+    })?;
+    let get_only = |hint: &str| -> Result<(), ApiError> {
+        if method == Method::GET || method == Method::HEAD {
+            Ok(())
+        } else {
+            Err(error::method_not_allowed(
+                &method,
+                &path,
+                &[Method::GET, Method::HEAD],
+                hint,
+            ))
+        }
+    };
+    match parsed {
+        ApiPath::WhoAmI => {
+            get_only("use GET")?;
+            Ok(domains::json(&id.whoami()))
+        }
+        ApiPath::Domains => {
+            get_only("use GET")?;
+            domains::list(state, id).await
+        }
+        ApiPath::Domain(name) => {
+            get_only("use GET; lifecycle calls are POST /v1/domains/NAME/{start,shutdown,reboot,destroy}")?;
+            domains::info(state, id, &name).await
+        }
+        ApiPath::DomainAction(name, action) => {
+            domains::action(state, id, &method, &path, &name, &action).await
+        }
+        ApiPath::Tunnel {
+            domain: Some(name),
+            kind,
+        } => tunnel::open(state, id, req, &name, kind).await,
+        ApiPath::Tunnel { domain: None, kind } => {
+            let action = match kind {
+                TunnelKind::Libvirt { read_only: true } => Action::LibvirtRo,
+                _ => Action::LibvirtRw,
+            };
+            authorize(state, id, None, action)?;
+            Err(error::not_implemented(&format!(
+                "the libvirt RPC tunnel (backend {})",
+                state.backend.kind()
+            )))
+        }
+        ApiPath::Events => {
+            get_only("use GET")?;
+            Err(error::not_implemented("GET /v1/events"))
+        }
+        ApiPath::Metrics => {
+            get_only("use GET")?;
+            let mut r = Response::new(error::full(state.metrics.render()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(r)
+        }
+        _ => Err(error::not_found(&path)),
+    }
+}
+
+/// Decide, record the decision, and turn a refusal into the right problem: no role at all is
+/// "domain not found", a role too low is "forbidden".
+pub fn authorize(
+    state: &State,
+    id: &Identity,
+    domain: Option<&str>,
+    action: Action,
+) -> Result<Role, ApiError> {
+    let d = state.policy.decide(id, domain, action);
+    state.audit.decision(id, action, domain, &d);
+    tracing::debug!(user = %id.user, action = action.as_str(), domain, allowed = d.allowed, "authorization");
+    match (d.allowed, d.role, domain) {
+        (true, Some(role), _) => Ok(role),
+        (_, None, Some(name)) => Err(error::domain_not_found(name)),
+        _ => Err(error::forbidden(domain, action, d.role, d.required)),
+    }
+}

@@ -1,0 +1,84 @@
+//! Byte tunnels: extended CONNECT `/v1/domains/{name}/vnc` and `/serial`.
+//!
+//! Order matters for good errors: authorize, then connect to the backend socket, and only
+//! then answer 200. A client therefore sees a problem+json (404/403/503 with a hint) instead
+//! of a tunnel that opens and dies. After the 200, hyper hands over the stream
+//! (`hyper::upgrade::on`) and `copy_bidirectional` splices it to the backend, propagating
+//! half-closes both ways (END_STREAM <-> `shutdown(Write)`). Each tunnel runs in its own task
+//! with a `tunnel` span (id, domain, kind); its close is logged with the byte counts.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::Instrument as _;
+use virtgate_proto::{ConsoleKind, TunnelKind};
+
+use super::error::{self, ApiError};
+use super::{authorize, Body, State};
+use crate::authn::Identity;
+use crate::authz::Action;
+
+/// Open a console tunnel to domain `name`.
+pub async fn open(
+    state: &State,
+    id: &Identity,
+    req: &mut Request<Incoming>,
+    name: &str,
+    kind: TunnelKind,
+) -> Result<Response<Body>, ApiError> {
+    let (console, action) = match kind {
+        TunnelKind::Vnc => (ConsoleKind::Vnc, Action::Vnc),
+        TunnelKind::Serial => (ConsoleKind::Serial, Action::Serial),
+        other => {
+            return Err(error::not_implemented(&format!(
+                "the {} tunnel",
+                other.as_str()
+            )))
+        }
+    };
+    authorize(state, id, Some(name), action)?;
+    let tunnel_id = state.next_tunnel.fetch_add(1, Relaxed);
+    let span = tracing::info_span!("tunnel", id = tunnel_id, domain = %name, kind = kind.as_str());
+    let mut backend = match state
+        .backend
+        .open_console(name, console)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            span.in_scope(|| tracing::warn!(error = %e, "cannot open the backend console"));
+            return Err(error::backend(&e));
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(req);
+    let metrics = state.metrics.clone();
+    state.tracker.spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(error = %e, "client went away before the tunnel opened");
+                    return;
+                }
+            };
+            let _open = metrics.tunnel_open();
+            tracing::info!("tunnel opened");
+            let mut client = TokioIo::new(upgraded);
+            match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                Ok((up, down)) => {
+                    metrics.tunnel_bytes_up.fetch_add(up, Relaxed);
+                    metrics.tunnel_bytes_down.fetch_add(down, Relaxed);
+                    tracing::info!(bytes_up = up, bytes_down = down, "tunnel closed");
+                }
+                Err(e) => tracing::info!(error = %e, "tunnel ended with an error"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut r = Response::new(error::full(""));
+    *r.status_mut() = StatusCode::OK;
+    Ok(r)
+}

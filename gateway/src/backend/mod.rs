@@ -1,0 +1,198 @@
+//! Backends: the hypervisor behind the gateway, as one trait, [`Hypervisor`].
+//!
+//! The API layer only speaks to `dyn Hypervisor`; it knows nothing of QMP or libvirt, and
+//! backends know nothing of HTTP. Today there is [`qemu::QemuBackend`] (domains from the config,
+//! QMP for state, unix sockets for consoles); a libvirt backend implements the same trait.
+//! Methods return boxed futures so the trait stays object-safe without a macro crate.
+//!
+//! Failures of one domain never fail a listing: a domain whose QEMU is gone is listed with
+//! state `unavailable` and a `state_reason`; only calls on that domain fail.
+
+pub mod qemu;
+pub mod qmp;
+pub mod supervise;
+
+use std::path::PathBuf;
+
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+use virtgate_proto::{ConsoleKind, Domain};
+
+/// A byte stream to a console (VNC server, serial port, libvirtd socket).
+pub trait ConsoleStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ConsoleStream for T {}
+
+/// An open console, whatever the backend connected to.
+pub type BoxedStream = Box<dyn ConsoleStream>;
+
+/// Power operations (`POST /v1/domains/{name}/{op}`); implemented by later backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lifecycle {
+    /// Power on.
+    Start,
+    /// ACPI power button.
+    Shutdown,
+    /// Reset.
+    Reboot,
+    /// Pull the plug.
+    Destroy,
+}
+
+impl Lifecycle {
+    /// Parse an action segment of the API path.
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        Some(match s {
+            "start" => Lifecycle::Start,
+            "shutdown" => Lifecycle::Shutdown,
+            "reboot" => Lifecycle::Reboot,
+            "destroy" => Lifecycle::Destroy,
+            _ => return None,
+        })
+    }
+}
+
+/// What went wrong in a backend call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The backend has no domain of that name.
+    #[error("no domain named `{0}`")]
+    NotFound(String),
+    /// The domain exists but offers no such console.
+    #[error("domain `{domain}` has no {kind} console")]
+    NoConsole {
+        /// The domain.
+        domain: String,
+        /// `vnc` or `serial`.
+        kind: &'static str,
+    },
+    /// The console socket could not be reached (QEMU not running, socket gone).
+    #[error("cannot connect to the {kind} socket {} of domain `{domain}`: {reason}", path.display())]
+    Console {
+        /// The domain.
+        domain: String,
+        /// `vnc` or `serial`.
+        kind: &'static str,
+        /// The socket.
+        path: PathBuf,
+        /// What failed (OS error or timeout).
+        reason: String,
+    },
+    /// The operation exists in the API but this backend does not offer it (yet).
+    #[error("{what} is not supported by the {backend} backend yet")]
+    NotSupported {
+        /// The operation.
+        what: String,
+        /// The backend's kind.
+        backend: &'static str,
+    },
+    /// A QEMU the gateway should start could not be started.
+    #[error("cannot start QEMU for domain `{domain}` (`{program}`): {source}")]
+    Spawn {
+        /// The domain.
+        domain: String,
+        /// `command[0]`.
+        program: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A QEMU the gateway started exited before it was ready.
+    #[error("QEMU for domain `{domain}` exited ({status}) before its QMP socket {} was ready; command: {command}", qmp.display())]
+    ExitedEarly {
+        /// The domain.
+        domain: String,
+        /// Exit status.
+        status: String,
+        /// The QMP socket we waited for.
+        qmp: PathBuf,
+        /// The command line, for the message.
+        command: String,
+    },
+    /// A QEMU the gateway started did not open its QMP socket in time.
+    #[error("QEMU for domain `{domain}` did not answer on its QMP socket {} within {secs} s (last: {last}); command: {command}", qmp.display())]
+    StartTimeout {
+        /// The domain.
+        domain: String,
+        /// The QMP socket we waited for.
+        qmp: PathBuf,
+        /// `backend.start_timeout_s`.
+        secs: u64,
+        /// The last connection error.
+        last: String,
+        /// The command line, for the message.
+        command: String,
+    },
+}
+
+impl BackendError {
+    /// What the user (or the admin, for start-up errors) can do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            BackendError::NotFound(_) => "run `virtgate list` to see the domains you may use".into(),
+            BackendError::NoConsole { kind, .. } => format!("the admin can add `{kind} = PATH` to the domain in the gateway config"),
+            BackendError::Console { domain, .. } => {
+                format!("is domain `{domain}` running? `virtgate info {domain}` shows its state; the gateway log has details")
+            }
+            BackendError::NotSupported { .. } => "update the gateway, or use a backend that offers it".into(),
+            BackendError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                "install QEMU (Debian: apt-get install qemu-system-x86) or fix `command` in the config".into()
+            }
+            BackendError::Spawn { .. } => "check `command` of the domain in the config".into(),
+            BackendError::ExitedEarly { .. } => "run the command by hand to see why QEMU stops; its output is in the log above".into(),
+            BackendError::StartTimeout { .. } => {
+                "check that `command` opens the `qmp` socket of the domain (-qmp unix:PATH,server=on,wait=off), or raise backend.start_timeout_s".into()
+            }
+        })
+    }
+}
+
+/// A hypervisor: lists domains, describes them, and opens their consoles.
+pub trait Hypervisor: Send + Sync + 'static {
+    /// Short name for logs and messages (`qemu`, `libvirt`).
+    fn kind(&self) -> &'static str;
+
+    /// Every domain, each with its current state (never fails for one broken domain).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Domain>, BackendError>>;
+
+    /// One domain, or [`BackendError::NotFound`].
+    fn domain<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Domain, BackendError>>;
+
+    /// A byte stream to a console of the domain.
+    fn open_console<'a>(
+        &'a self,
+        name: &'a str,
+        kind: ConsoleKind,
+    ) -> BoxFuture<'a, Result<BoxedStream, BackendError>>;
+
+    /// Power operations; not offered unless a backend overrides this.
+    fn lifecycle<'a>(
+        &'a self,
+        name: &'a str,
+        op: Lifecycle,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = name;
+        let backend = self.kind();
+        Box::pin(async move {
+            Err(BackendError::NotSupported {
+                what: format!("{op:?}").to_lowercase(),
+                backend,
+            })
+        })
+    }
+
+    /// A PNG of the domain's screen; not offered unless a backend overrides this.
+    fn screenshot<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<u8>, BackendError>> {
+        let _ = name;
+        let backend = self.kind();
+        Box::pin(async move {
+            Err(BackendError::NotSupported {
+                what: "screenshot".into(),
+                backend,
+            })
+        })
+    }
+
+    /// Stop what the backend started (supervised QEMUs); called once when the gateway exits.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}

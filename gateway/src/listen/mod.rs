@@ -1,0 +1,229 @@
+//! Listeners and the accept loops: connection limit, per-connection span, TLS handshake
+//! with a timeout, authentication, then the HTTP server of [`api`](crate::api).
+//!
+//! One task per listener accepts; one task per connection does the rest, inside a `conn`
+//! span with `id`, `peer` and (once known) `user` fields. Connections over
+//! `limits.max_connections` are closed at once. A failed handshake is logged with its
+//! reason and counted; the loop goes on serving others.
+
+mod bind;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+pub use bind::ListenError;
+
+use crate::api::{self, State};
+use crate::authn::{peercred, tls};
+use crate::config;
+
+/// The bound sockets, before serving.
+#[derive(Debug)]
+pub struct Listeners {
+    /// TCP listeners with their actual local addresses (port 0 resolved).
+    pub tcp: Vec<(SocketAddr, TcpListener)>,
+    /// The unix socket, if configured.
+    pub unix: Option<(PathBuf, UnixListener)>,
+}
+
+impl Listeners {
+    /// Bind everything in `[listen]`; the first failure is returned (earlier sockets close).
+    pub async fn bind(listen: &config::Listen) -> Result<Listeners, ListenError> {
+        let mut tcp = Vec::new();
+        for text in &listen.tcp {
+            let l = bind::tcp(text)?;
+            let addr = l.local_addr().map_err(|source| ListenError::Tcp {
+                addr: text
+                    .parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+                source,
+            })?;
+            tcp.push((addr, l));
+        }
+        let unix = match &listen.unix {
+            Some(path) => Some((path.clone(), bind::unix(path).await?)),
+            None => None,
+        };
+        Ok(Listeners { tcp, unix })
+    }
+
+    /// The addresses as printed on `listening on ...` lines: `[::]:16520`, `unix:/path`.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tcp.iter().map(|(a, _)| a.to_string()).collect();
+        if let Some((p, _)) = &self.unix {
+            v.push(format!("unix:{}", p.display()));
+        }
+        v
+    }
+}
+
+/// What every accept loop shares.
+pub struct Accept {
+    /// TLS for TCP connections; `None` when no TCP listener is configured.
+    pub tls: Option<TlsAcceptor>,
+    /// The API's state.
+    pub state: Arc<State>,
+    /// Permits for `limits.max_connections`.
+    pub permits: Arc<Semaphore>,
+    /// Numbers connections for their spans.
+    pub next_id: AtomicU64,
+    /// `limits.handshake_timeout_s`.
+    pub handshake_timeout: Duration,
+    /// Tracks connection tasks so shutdown can drain them.
+    pub tracker: TaskTracker,
+    /// Fires on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+}
+
+impl Accept {
+    /// Take a permit for a new connection, or count and log a refusal.
+    fn permit(&self, peer: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.state.metrics.connections_refused.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    peer,
+                    "connection limit reached (limits.max_connections); closing"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Accept TCP connections until shutdown.
+pub async fn accept_tcp(listener: TcpListener, ctx: Arc<Accept>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let open = ctx.state.metrics.connection_open();
+        let Some(permit) = ctx.permit(&peer.to_string()) else {
+            continue;
+        };
+        let id = ctx.next_id.fetch_add(1, Relaxed);
+        let span = tracing::info_span!("conn", id, peer = %peer, user = tracing::field::Empty);
+        let c = ctx.clone();
+        ctx.tracker.spawn(
+            async move {
+                let _held = (permit, open);
+                tls_connection(stream, peer, c).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
+    let Some(acceptor) = ctx.tls.clone() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let metrics = &ctx.state.metrics;
+    let tls = match tokio::time::timeout(ctx.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics.handshake_failures.fetch_add(1, Relaxed);
+            tracing::warn!(reason = %tls::handshake_failure_reason(&e), "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics.handshake_failures.fetch_add(1, Relaxed);
+            tracing::warn!(
+                timeout_s = ctx.handshake_timeout.as_secs(),
+                "TLS handshake timed out"
+            );
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let alpn = conn
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_else(|| "none".into());
+    let identity = match tls::identity_from_certs(conn.peer_certificates(), Some(peer.to_string()))
+    {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(reason = %e, "client certificate gives no identity; closing");
+            return;
+        }
+    };
+    metrics.connections_authenticated.fetch_add(1, Relaxed);
+    tracing::Span::current().record("user", tracing::field::display(&identity.user));
+    tracing::info!(method = %identity.method, alpn = %alpn, "authenticated");
+    api::serve_connection(tls, ctx.state.clone(), identity, ctx.shutdown.clone()).await;
+}
+
+/// Accept unix socket connections until shutdown; the peer's uid is its identity.
+pub async fn accept_unix(listener: UnixListener, ctx: Arc<Accept>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let open = ctx.state.metrics.connection_open();
+        let Some(permit) = ctx.permit("unix") else {
+            continue;
+        };
+        let id = ctx.next_id.fetch_add(1, Relaxed);
+        let span = tracing::info_span!("conn", id, peer = "unix", user = tracing::field::Empty);
+        let c = ctx.clone();
+        ctx.tracker.spawn(
+            async move {
+                let _held = (permit, open);
+                unix_connection(stream, c).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
+    let uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the peer's credentials; closing");
+            return;
+        }
+    };
+    let identity = peercred::identity_for_uid(uid);
+    ctx.state
+        .metrics
+        .connections_authenticated
+        .fetch_add(1, Relaxed);
+    tracing::Span::current().record("user", tracing::field::display(&identity.user));
+    tracing::info!(uid, method = %identity.method, "authenticated");
+    api::serve_connection(stream, ctx.state.clone(), identity, ctx.shutdown.clone()).await;
+}

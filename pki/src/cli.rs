@@ -1,0 +1,454 @@
+//! The `virtgate-pki` command line: flags (clap) and what each command does.
+//!
+//! Passphrases, in order:
+//! - CA key (`init` encrypts with it; other commands unlock with it):
+//!   `--ca-passphrase-file` (or `init --passphrase-file`), then `VIRTGATE_CA_PASSPHRASE`,
+//!   then a prompt when `ca.key` is encrypted. `init` with none of them leaves `ca.key`
+//!   unencrypted (0600) and says so.
+//! - client key (`issue-client`): `--no-passphrase`, `--passphrase-file`, then
+//!   `VIRTGATE_KEY_PASSPHRASE`, then a prompt (twice).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use virtgate_pki::ca::CA_CERT;
+use virtgate_pki::zeroize::Zeroizing;
+use virtgate_pki::{
+    files, passphrase, Ca, CaError, ClientOptions, Existing, InitOptions, KeyFileError,
+    ServerOptions, Validity,
+};
+
+/// Environment variable holding the CA key's passphrase.
+const CA_PASSPHRASE_ENV: &str = "VIRTGATE_CA_PASSPHRASE";
+/// Environment variable holding a new client key's passphrase.
+const KEY_PASSPHRASE_ENV: &str = "VIRTGATE_KEY_PASSPHRASE";
+
+/// virtgate's certificate authority: issue, sign and revoke the certificates of a
+/// gateway and its users.
+#[derive(Debug, Parser)]
+#[command(name = "virtgate-pki", version)]
+pub struct Cli {
+    /// Folder holding the CA (ca.pem, ca.key, index.json, crl.pem)
+    #[arg(long, global = true, env = "VIRTGATE_PKI_DIR", value_name = "DIR")]
+    dir: Option<PathBuf>,
+
+    /// File whose first line is the CA key's passphrase (else $VIRTGATE_CA_PASSPHRASE, else a prompt)
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_passphrase_file: Option<PathBuf>,
+
+    /// What to do
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new CA in --dir
+    Init {
+        /// The CA's name (CN of its certificate)
+        #[arg(long, default_value = "virtgate CA")]
+        name: String,
+        /// Validity of the CA certificate in days
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Encrypt ca.key with the passphrase on this file's first line
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Issue a gateway (TLS server) certificate: OUT/server.pem, OUT/server.key, OUT/ca.pem
+    IssueServer {
+        /// DNS name clients use to reach the gateway (repeatable)
+        #[arg(long, value_name = "NAME")]
+        dns: Vec<String>,
+        /// IP address clients use to reach the gateway, IPv4 or IPv6 (repeatable)
+        #[arg(long, value_name = "ADDRESS", value_parser = parse_ip)]
+        ip: Vec<IpAddr>,
+        /// Folder to write to (default: the CA folder)
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Validity in days
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a user's certificate: OUT/USER.pem, OUT/USER.key (encrypted), OUT/ca.pem
+    IssueClient {
+        /// The user name (the certificate's CN, the identity the gateway sees)
+        user: String,
+        /// Folder to write to
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Encrypt USER.key with the passphrase on this file's first line
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Write USER.key unencrypted (still mode 0600)
+        #[arg(long, conflicts_with = "passphrase_file")]
+        no_passphrase: bool,
+        /// Validity in days
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a certificate request (PEM) as a client certificate; the user is its CN
+    SignCsr {
+        /// The request, e.g. from `openssl req -new -key USER.key -subj /CN=USER`
+        file: PathBuf,
+        /// Where to write the certificate (PEM)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Validity in days
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke every certificate of a user, or one serial; rewrites DIR/crl.pem
+    Revoke {
+        /// A user name (CN) or a serial number in hex
+        target: String,
+        /// Reason recorded in the CRL
+        #[arg(long, default_value = "unspecified", value_parser = clap::builder::PossibleValuesParser::new(virtgate_pki::crl::REASONS))]
+        reason: String,
+    },
+    /// Sign a fresh CRL into DIR/crl.pem (run it before the current one's nextUpdate)
+    Crl {
+        /// Also write it here
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// List every certificate issued, with its status
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Accepts `::1`, `[::1]` and `127.0.0.1`.
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse()
+        .map_err(|_| format!("`{s}` is not an IPv4 or IPv6 address"))
+}
+
+impl Cli {
+    /// Runs the command.
+    pub fn run(self) -> Result<()> {
+        let Some(dir) = self.dir.clone() else {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "the CA folder is missing: pass --dir DIR or set VIRTGATE_PKI_DIR",
+                )
+                .exit();
+        };
+        let ca_pass_file = self.ca_passphrase_file.clone();
+        let open = |dir: &Path| -> Result<Ca> {
+            let key_path = dir.join(virtgate_pki::ca::CA_KEY);
+            let mut ask = || ca_passphrase(ca_pass_file.as_deref(), &key_path);
+            Ok(Ca::open(dir, &mut ask)?)
+        };
+        match self.command {
+            Command::Init {
+                name,
+                days,
+                passphrase_file,
+            } => init(
+                &dir,
+                name,
+                days,
+                passphrase_file.or(self.ca_passphrase_file),
+            ),
+            Command::IssueServer {
+                dns,
+                ip,
+                out,
+                days,
+                force,
+            } => {
+                let opts = ServerOptions {
+                    dns,
+                    ips: ip,
+                    validity: Validity::Days(days),
+                };
+                opts.check().context("issue-server")?;
+                let mut ca = open(&dir)?;
+                let out = out.unwrap_or_else(|| dir.clone());
+                let existing = existing(force);
+                ca.check_out(&out, "server", existing)
+                    .context("issue-server")?;
+                let issued = ca.issue_server(&opts).context("issue-server")?;
+                let written = ca
+                    .write_server_files(&issued, &out, existing)
+                    .context("issue-server")?;
+                println!(
+                    "issued server certificate {} for {} (serial {}, valid until {})",
+                    issued.entry.cn,
+                    issued.entry.sans.join(", "),
+                    issued.entry.serial,
+                    date(issued.entry.not_after)
+                );
+                print_written(&written);
+                Ok(())
+            }
+            Command::IssueClient {
+                user,
+                out,
+                passphrase_file,
+                no_passphrase,
+                days,
+                force,
+            } => {
+                let ctx = format!("issue-client {user}");
+                let mut ca = open(&dir).context(ctx.clone())?;
+                virtgate_pki::names::check_user(&user).context(ctx.clone())?;
+                let existing = existing(force);
+                ca.check_out(&out, &user, existing).context(ctx.clone())?;
+                let pass = client_passphrase(&user, passphrase_file.as_deref(), no_passphrase)
+                    .context(ctx.clone())?;
+                let opts = ClientOptions {
+                    validity: Validity::Days(days),
+                };
+                let issued = ca.issue_client(&user, &opts).context(ctx.clone())?;
+                let written = ca
+                    .write_client_files(&issued, &out, pass.as_ref().map(|p| p.as_str()), existing)
+                    .context(ctx)?;
+                println!(
+                    "issued client certificate for {user} (serial {}, valid until {}); key {}",
+                    issued.entry.serial,
+                    date(issued.entry.not_after),
+                    if pass.is_some() {
+                        "encrypted"
+                    } else {
+                        "NOT encrypted"
+                    }
+                );
+                print_written(&written);
+                Ok(())
+            }
+            Command::SignCsr {
+                file,
+                out,
+                days,
+                force,
+            } => {
+                let ctx = format!("sign-csr {}", file.display());
+                let mut ca = open(&dir)?;
+                let csr = std::fs::read_to_string(&file)
+                    .map_err(|e| KeyFileError::read("request file", &file, e))
+                    .context(ctx.clone())?;
+                if !force && out.exists() {
+                    return Err(KeyFileError::Exists { path: out }).context(ctx);
+                }
+                let opts = ClientOptions {
+                    validity: Validity::Days(days),
+                };
+                let issued = ca.sign_csr(&csr, &opts).context(ctx.clone())?;
+                files::write_file(
+                    &out,
+                    issued.cert_pem.as_bytes(),
+                    files::PUBLIC_MODE,
+                    existing(force),
+                )
+                .with_context(|| format!("{ctx}: writing {}", out.display()))?;
+                println!(
+                    "signed a client certificate for {} (serial {}, valid until {})",
+                    issued.entry.cn,
+                    issued.entry.serial,
+                    date(issued.entry.not_after)
+                );
+                print_written(&[out]);
+                Ok(())
+            }
+            Command::Revoke { target, reason } => {
+                let mut ca = open(&dir)?;
+                let revoked = ca
+                    .revoke(&target, &reason)
+                    .with_context(|| format!("revoke {target}"))?;
+                let serials: Vec<&str> = revoked.iter().map(|e| e.serial.as_str()).collect();
+                let noun = if revoked.len() == 1 {
+                    "certificate"
+                } else {
+                    "certificates"
+                };
+                println!(
+                    "revoked {} {noun} of {}: {}",
+                    revoked.len(),
+                    revoked.first().map(|e| e.cn.as_str()).unwrap_or(&target),
+                    serials.join(", ")
+                );
+                print_written(&[dir.join(virtgate_pki::ca::CRL)]);
+                println!("reload the gateway so that it reads the new CRL");
+                Ok(())
+            }
+            Command::Crl { out } => {
+                let mut ca = open(&dir)?;
+                let path = ca.write_crl().context("crl")?;
+                let mut written = vec![path.clone()];
+                // `--out DIR/crl.pem` is the file just written: copying a file onto itself
+                // would empty it.
+                if let Some(out) = out.filter(|o| !same_file(o, &path)) {
+                    let pem = std::fs::read(&path)
+                        .with_context(|| format!("crl: reading {}", path.display()))?;
+                    files::write_file(&out, &pem, files::PUBLIC_MODE, Existing::Replace)
+                        .map_err(|e| CaError::io("writing", &out, e))
+                        .context("crl")?;
+                    written.push(out);
+                }
+                print_written(&written);
+                Ok(())
+            }
+            Command::List { json } => list(&dir, json),
+        }
+    }
+}
+
+/// `init`: creates the CA.
+fn init(dir: &Path, name: String, days: u32, pass_file: Option<PathBuf>) -> Result<()> {
+    let passphrase = match pass_file {
+        Some(f) => Some(passphrase::from_file(&f)?),
+        None => passphrase::from_env(CA_PASSPHRASE_ENV).transpose()?,
+    };
+    let encrypted = passphrase.is_some();
+    let opts = InitOptions {
+        name,
+        passphrase,
+        validity: Validity::Days(days),
+    };
+    let ca = Ca::init(dir, &opts).context("init")?;
+    println!("created CA \"{}\" in {}", opts.name, ca.dir().display());
+    print_written(&[
+        dir.join(CA_CERT),
+        dir.join(virtgate_pki::ca::CA_KEY),
+        dir.join(virtgate_pki::ca::INDEX),
+        dir.join(virtgate_pki::ca::CRL),
+    ]);
+    if !encrypted {
+        eprintln!(
+            "note: ca.key is not encrypted (mode 0600); pass --passphrase-file FILE to encrypt it"
+        );
+    }
+    Ok(())
+}
+
+/// `list`: the index as a table or JSON.
+fn list(dir: &Path, json: bool) -> Result<()> {
+    let index = Ca::load_index(dir)?;
+    let now = OffsetDateTime::now_utc();
+    if json {
+        let mut out = Vec::new();
+        for e in &index.certs {
+            let mut v = serde_json::to_value(e)?;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("status".into(), e.status(now).to_string().into());
+            }
+            out.push(v);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if index.certs.is_empty() {
+        println!("no certificates issued yet");
+        return Ok(());
+    }
+    let cn_width = index
+        .certs
+        .iter()
+        .map(|e| e.cn.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    println!(
+        "{:<32}  {:<6}  {:<cn_width$}  {:<20}  STATUS",
+        "SERIAL", "KIND", "CN", "NOT AFTER"
+    );
+    for e in &index.certs {
+        println!(
+            "{:<32}  {:<6}  {:<cn_width$}  {:<20}  {}",
+            e.serial,
+            e.kind.to_string(),
+            e.cn,
+            date(e.not_after),
+            e.status(now)
+        );
+    }
+    Ok(())
+}
+
+/// The CA key's passphrase, from the first source that has one.
+fn ca_passphrase(file: Option<&Path>, key: &Path) -> Result<Zeroizing<String>, KeyFileError> {
+    if let Some(f) = file {
+        return passphrase::from_file(f);
+    }
+    if let Some(p) = passphrase::from_env(CA_PASSPHRASE_ENV) {
+        return p;
+    }
+    passphrase::prompt(
+        &format!("Passphrase for {}: ", key.display()),
+        "pass --ca-passphrase-file FILE or set VIRTGATE_CA_PASSPHRASE",
+    )
+}
+
+/// The passphrase for a new client key; `None` for an unencrypted key.
+fn client_passphrase(
+    user: &str,
+    file: Option<&Path>,
+    none: bool,
+) -> Result<Option<Zeroizing<String>>, KeyFileError> {
+    if none {
+        return Ok(None);
+    }
+    if let Some(f) = file {
+        return passphrase::from_file(f).map(Some);
+    }
+    if let Some(p) = passphrase::from_env(KEY_PASSPHRASE_ENV) {
+        return p.map(Some);
+    }
+    passphrase::prompt_new(
+        &format!("New passphrase for {user}.key: "),
+        "pass --passphrase-file FILE, set VIRTGATE_KEY_PASSPHRASE, or use --no-passphrase",
+    )
+    .map(Some)
+}
+
+/// Whether `a` and `b` name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Maps `--force` to what to do with existing files.
+fn existing(force: bool) -> Existing {
+    if force {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    }
+}
+
+/// A date as RFC 3339 (UTC, seconds).
+fn date(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Prints the files written, one a line.
+fn print_written(paths: &[PathBuf]) {
+    for p in paths {
+        println!("wrote {}", p.display());
+    }
+}
