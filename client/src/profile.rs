@@ -87,11 +87,17 @@ struct ConfigFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProfileFile {
+    /// Gateway URL (`virtgate://host[:port]`, ...).
     url: String,
+    /// CA certificate that verifies the gateway; relative to the config folder.
     ca: Option<PathBuf>,
+    /// Client certificate; relative to the config folder.
     cert: Option<PathBuf>,
+    /// Client key (PKCS#8 PEM, usually encrypted); relative to the config folder.
     key: Option<PathBuf>,
+    /// `cert` or `kerberos`.
     auth: Option<AuthKind>,
+    /// Shell command whose first stdout line is the key passphrase.
     passphrase_command: Option<String>,
 }
 

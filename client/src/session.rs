@@ -253,9 +253,17 @@ fn lost(context: &TlsContext, e: &hyper::Error) -> Error {
             context: context.clone(),
         };
     }
+    let text = chain_text(e);
+    let reason = if text.contains("close_notify") {
+        "the gateway closed the connection abruptly (it stopped or crashed)".to_owned()
+    } else {
+        text.strip_prefix("connection error: ")
+            .unwrap_or(&text)
+            .to_owned()
+    };
     Error::ConnectionLost {
         server: context.server.clone(),
-        reason: chain_text(e),
+        reason,
     }
 }
 

@@ -36,19 +36,26 @@ pub struct AuditLog {
 /// One line of the audit log.
 #[derive(Debug, Serialize)]
 struct Record<'a> {
-    /// RFC 3339 UTC.
+    /// When, RFC 3339 UTC.
     time: String,
+    /// Who: the user name rules matched.
     user: &'a str,
+    /// How they logged in (`certificate`, `unix`, ...).
     method: &'a str,
+    /// Certificate subject or Kerberos principal, for tracing a user name back to a credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     principal: Option<&'a str>,
+    /// From where (`ip:port` or `unix`).
     #[serde(skip_serializing_if = "Option::is_none")]
     peer: Option<&'a str>,
+    /// What they asked for (`list`, `info`, `vnc`, ...).
     action: &'a str,
+    /// On which domain; absent for listing and libvirt.
     #[serde(skip_serializing_if = "Option::is_none")]
     domain: Option<&'a str>,
     /// `allow` or `deny`.
     decision: &'static str,
+    /// The role they hold on the domain, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
 }

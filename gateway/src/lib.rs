@@ -143,22 +143,24 @@ pub async fn run(
         tracker: TaskTracker::new(),
         next_tunnel: AtomicU64::new(0),
         limits: config.limits.clone(),
+        shutdown: shutdown.clone(),
     });
-    serve(listeners, state, tls, &config.limits, shutdown).await;
+    serve(listeners, state, tls, &config.limits).await;
     backend.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Accept on every listener until `shutdown.begin`, then drain for up to
-/// `limits.drain_timeout_s` (or until `shutdown.force`).
+/// Accept on every listener until `state.shutdown.begin`, then drain for up to
+/// `limits.drain_timeout_s` (or until `shutdown.force`), then fire `force` so whatever is
+/// left closes.
 pub async fn serve(
     listeners: Listeners,
     state: Arc<api::State>,
     tls: Option<TlsAcceptor>,
     limits: &config::Limits,
-    shutdown: Shutdown,
 ) {
+    let shutdown = state.shutdown.clone();
     let connections = TaskTracker::new();
     let ctx = Arc::new(listen::Accept {
         tls,
@@ -203,4 +205,5 @@ pub async fn serve(
             tracing::warn!(open = connections.len(), "closing the remaining connections now");
         }
     }
+    shutdown.force.cancel();
 }

@@ -322,11 +322,22 @@ async fn certificates_api_and_vnc_tunnels_over_one_connection() {
     let p: Problem = serde_json::from_slice(&body).unwrap();
     assert_eq!(p.kind_name(), "not-found");
 
-    // Stop: drain ends (tunnel t2 is still open: the drain timeout closes it), QEMU quits.
-    drop((t2, s));
+    // Stop with tunnel t2 still open: GOAWAY, the drain timeout (2 s) passes, the tunnel is
+    // closed by the gateway, QEMU quits.
+    let started = std::time::Instant::now();
     shutdown.begin.cancel();
     let result = tokio::time::timeout(std::time::Duration::from_secs(15), gateway).await;
     result.expect("gateway did not stop").unwrap().unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(2),
+        "drained too fast: {took:?}"
+    );
+    let mut rest = Vec::new();
+    let ended =
+        tokio::time::timeout(std::time::Duration::from_secs(5), t2.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "tunnel still open after the gateway stopped");
+    drop(s);
     let qmp = tokio::net::UnixStream::connect(vm.path().join("qmp.sock")).await;
     assert!(qmp.is_err(), "QEMU still answers after the gateway stopped");
 }

@@ -72,20 +72,12 @@ impl TlsTransport {
             .map_err(|e| tls_setup_error(&e))?
             .with_root_certificates(roots);
         let mut config = match (&settings.cert, &settings.key) {
-            (Some(cert), Some(key)) => {
+            (Some(cert), Some(key_path)) => {
                 let chain = keyfile::load_certs(cert)?;
-                let key = load_key(key, settings)?;
+                let key = load_key(key_path, settings)?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| Error::Setting {
-                        message: format!(
-                            "cannot use the key with the certificate {}: {e}",
-                            cert.display()
-                        ),
-                        hint: "`cert` and `key` must be the two halves of one pair (USER.pem and \
-                               USER.key from `virtgate-pki issue-client USER`)"
-                            .into(),
-                    })?
+                    .map_err(|e| key_mismatch(cert, key_path, &e))?
             }
             (None, None) => builder.with_no_client_auth(),
             (Some(_), None) => {
@@ -211,6 +203,28 @@ impl TlsTransport {
             _ => format!("handshake with {addr}: {}", io_reason(e)),
         };
         self.tls_error(TlsFailure::Other(what))
+    }
+}
+
+/// The certificate and key do not form a pair (or the key cannot sign).
+fn key_mismatch(cert: &Path, key: &Path, e: &rustls::Error) -> Error {
+    let message = match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "the key {} does not belong to the certificate {}",
+            key.display(),
+            cert.display()
+        ),
+        other => format!(
+            "cannot use the key {} with the certificate {}: {other}",
+            key.display(),
+            cert.display()
+        ),
+    };
+    Error::Setting {
+        message,
+        hint: "`cert` and `key` must be the two halves of one pair (USER.pem and USER.key from \
+               `virtgate-pki issue-client USER`)"
+            .into(),
     }
 }
 

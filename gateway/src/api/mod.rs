@@ -23,8 +23,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 use virtgate_proto::{
     ApiPath, PathError, TunnelKind, PROTOCOL_HEADER, PROTOCOL_VERSION, TUNNEL_PROTOCOL,
 };
@@ -35,6 +35,7 @@ use crate::authz::{Action, Policy, Role};
 use crate::backend::Hypervisor;
 use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use error::ApiError;
 
 /// Response body type of every handler.
@@ -56,6 +57,8 @@ pub struct State {
     pub next_tunnel: AtomicU64,
     /// Per-connection limits for the HTTP/2 server.
     pub limits: Limits,
+    /// Graceful stop (`begin`: GOAWAY) and hard stop (`force`: drop connections and tunnels).
+    pub shutdown: Shutdown,
 }
 
 /// HTTP/2 flow-control windows: big enough for a console at LAN speed, small enough that a
@@ -66,14 +69,10 @@ const CONNECTION_WINDOW: u32 = 8 << 20;
 const MAX_FRAME: u32 = 64 << 10;
 
 /// Serve HTTP (h2 or HTTP/1.1, decided by the preface ALPN led the client to send) on an
-/// authenticated connection until the peer leaves or `shutdown` fires (then GOAWAY/close and
-/// let open requests finish).
-pub async fn serve_connection<IO>(
-    io: IO,
-    state: Arc<State>,
-    id: Identity,
-    shutdown: CancellationToken,
-) where
+/// authenticated connection until the peer leaves or `shutdown.begin` fires (then GOAWAY/close
+/// and let open requests finish, until `shutdown.force`).
+pub async fn serve_connection<IO>(io: IO, state: Arc<State>, id: Identity)
+where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let id = Arc::new(id);
@@ -94,14 +93,25 @@ pub async fn serve_connection<IO>(
         // A peer that vanished without closing is noticed and its tunnels end.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
-    let service = hyper::service::service_fn(move |req| handle(state.clone(), id.clone(), req));
+    let shutdown = state.shutdown.clone();
+    // hyper runs HTTP/2 streams in tasks of their own: carry the connection's span over.
+    let span = tracing::Span::current();
+    let service = hyper::service::service_fn(move |req| {
+        handle(state.clone(), id.clone(), req).instrument(span.clone())
+    });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
+        _ = shutdown.begin.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.force.cancelled() => {
+                    tracing::info!("closing the connection: gateway stops");
+                    return;
+                }
+            }
         }
     };
     match result {

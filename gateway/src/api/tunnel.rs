@@ -55,6 +55,7 @@ pub async fn open(
     };
     let on_upgrade = hyper::upgrade::on(req);
     let metrics = state.metrics.clone();
+    let force = state.shutdown.force.clone();
     state.tracker.spawn(
         async move {
             let upgraded = match on_upgrade.await {
@@ -67,7 +68,14 @@ pub async fn open(
             let _open = metrics.tunnel_open();
             tracing::info!("tunnel opened");
             let mut client = TokioIo::new(upgraded);
-            match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+            let copied = tokio::select! {
+                r = tokio::io::copy_bidirectional(&mut client, &mut backend) => r,
+                _ = force.cancelled() => {
+                    tracing::info!("tunnel closed: gateway stops");
+                    return;
+                }
+            };
+            match copied {
                 Ok((up, down)) => {
                     metrics.tunnel_bytes_up.fetch_add(up, Relaxed);
                     metrics.tunnel_bytes_down.fetch_add(down, Relaxed);

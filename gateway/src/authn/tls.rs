@@ -12,6 +12,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use virtgate_pki::keyfile;
+use virtgate_pki::zeroize::Zeroizing;
+use virtgate_pki::KeyFileError;
 use virtgate_proto::AuthMethod;
 
 use super::Identity;
@@ -21,22 +24,26 @@ use crate::config;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    /// A configured file is missing or unreadable.
-    #[error("cannot read {what} {}: {source}", path.display())]
-    Read {
-        /// Which setting (`tls.cert`, ...).
+    /// A certificate or key file is missing, unreadable or not what it should be.
+    #[error("{what}: {source}")]
+    File {
+        /// Which setting (`tls.cert`, `tls.key`, `tls.client_ca`).
         what: &'static str,
-        /// The file.
+        /// What virtgate-pki's reader found.
+        source: KeyFileError,
+    },
+    /// The CRL file is missing or unreadable.
+    #[error("cannot read tls.crl {}: {source}", path.display())]
+    Read {
+        /// `tls.crl`.
         path: PathBuf,
         /// What the OS said.
         source: std::io::Error,
     },
-    /// A file that is not the PEM it should be.
-    #[error("{what} {}: {detail}", path.display())]
-    BadPem {
-        /// Which setting.
-        what: &'static str,
-        /// The file.
+    /// The CRL file is not PEM.
+    #[error("tls.crl {}: {detail}", path.display())]
+    BadCrl {
+        /// `tls.crl`.
         path: PathBuf,
         /// What is wrong with it.
         detail: String,
@@ -66,15 +73,20 @@ impl TlsError {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
-            TlsError::Read { path, source, .. } if source.kind() == std::io::ErrorKind::NotFound => format!(
+            TlsError::File { source: KeyFileError::NotFound { path, .. }, .. } => format!(
                 "create it (e.g. `virtgate-pki --dir DIR issue-server --dns HOST --out {}`) or fix the path in the config",
                 path.parent().unwrap_or(Path::new("DIR")).display()
             ),
-            TlsError::Read { .. } => "check the file's owner and mode: the gateway's user must read it".into(),
-            TlsError::BadPem { what, .. } if *what == "tls.key" => {
-                "tls.key must be an unencrypted PEM private key (PKCS#8 `BEGIN PRIVATE KEY`, or PKCS#1/SEC1)".into()
+            TlsError::File { what, source: KeyFileError::NotAKey { .. } | KeyFileError::NotACertificate { .. } } => {
+                format!("{what} in the config points at the wrong file: certificates are *.pem, keys *.key")
             }
-            TlsError::BadPem { .. } => "the file must hold PEM blocks (`-----BEGIN ...-----`)".into(),
+            TlsError::File { source, .. } => return source.hint(),
+            TlsError::Read { path, source } if source.kind() == std::io::ErrorKind::NotFound => format!(
+                "write it with `virtgate-pki --dir {} crl`, or remove tls.crl",
+                path.parent().unwrap_or(Path::new("DIR")).display()
+            ),
+            TlsError::Read { .. } => "check the file's owner and mode: the gateway's user must read it".into(),
+            TlsError::BadCrl { .. } => "tls.crl must be a PEM CRL (`-----BEGIN X509 CRL-----`)".into(),
             TlsError::Rustls { .. } => "check that tls.key belongs to tls.cert".into(),
             TlsError::Verifier { .. } => "tls.client_ca must be the CA certificate and tls.crl its CRL".into(),
             TlsError::NoClientCa => "set tls.client_ca".into(),
@@ -82,62 +94,45 @@ impl TlsError {
     }
 }
 
-fn read_err(what: &'static str, path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
-    match e {
-        rustls::pki_types::pem::Error::Io(source) => TlsError::Read {
-            what,
-            path: path.to_owned(),
-            source,
-        },
-        rustls::pki_types::pem::Error::NoItemsFound => TlsError::BadPem {
-            what,
-            path: path.to_owned(),
-            detail: "no PEM item of the expected kind in it".into(),
-        },
-        other => TlsError::BadPem {
-            what,
-            path: path.to_owned(),
-            detail: other.to_string(),
-        },
-    }
-}
-
-/// All certificates in a PEM file (at least one). Kept local until `virtgate_pki::keyfile`
-/// offers the same; one small function so the swap is easy.
+/// All certificates in a PEM file (at least one), through virtgate-pki's reader.
 pub fn load_certs(
     what: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| read_err(what, path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| read_err(what, path, e))?;
-    if certs.is_empty() {
-        return Err(read_err(
-            what,
-            path,
-            rustls::pki_types::pem::Error::NoItemsFound,
-        ));
-    }
-    Ok(certs)
+    keyfile::load_certs(path).map_err(|source| TlsError::File { what, source })
 }
 
-/// The server's unencrypted private key.
+/// The server's private key. It must be unencrypted: the gateway starts unattended.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| read_err("tls.key", path, e))
+    let mut no_passphrase = || -> Result<Zeroizing<String>, KeyFileError> {
+        Err(KeyFileError::Passphrase {
+            reason: format!("{} is encrypted, but the gateway starts unattended", path.display()),
+            hint: Some(format!(
+                "store it unencrypted (mode 0600): `openssl pkey -in {0} -out {0}.plain`, then point tls.key at that",
+                path.display()
+            )),
+        })
+    };
+    keyfile::load_private_key(path, &mut no_passphrase).map_err(|source| TlsError::File {
+        what: "tls.key",
+        source,
+    })
 }
 
 fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| read_err("tls.crl", path, e))?
+    let text = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bad = |detail: String| TlsError::BadCrl {
+        path: path.to_owned(),
+        detail,
+    };
+    let crls = CertificateRevocationListDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| read_err("tls.crl", path, e))?;
+        .map_err(|e| bad(e.to_string()))?;
     if crls.is_empty() {
-        return Err(read_err(
-            "tls.crl",
-            path,
-            rustls::pki_types::pem::Error::NoItemsFound,
-        ));
+        return Err(bad("no X509 CRL in it".into()));
     }
     Ok(crls)
 }
@@ -288,8 +283,18 @@ mod tests {
         let p = dir.path().join("junk.pem");
         std::fs::write(&p, "not pem").unwrap();
         let e = load_certs("tls.client_ca", &p).unwrap_err();
-        assert!(matches!(e, TlsError::BadPem { .. }), "{e:?}");
+        assert!(matches!(e, TlsError::File { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("tls.client_ca: "), "{e}");
         assert!(e.to_string().contains("junk.pem"));
+        std::fs::write(
+            &p,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(load_crls(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("no X509 CRL"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A minimal QMP client: JSON lines over a tokio `UnixStream`.
 //!
-//! Why not the `qapi` crate: the gateway needs five commands (`qmp_capabilities`,
+//! Why not the `qapi` crate: the gateway needs a handful of commands (`qmp_capabilities`,
 //! `query-status`, `query-uuid`, `query-cpus-fast`, `query-memory-size-summary`, `quit`) and
 //! reads a few fields of each. Fifty lines of serde_json over tokio do that with no
 //! extra dependency tree, fully async, with our own timeouts and error messages, and they

@@ -93,8 +93,9 @@ impl ListenError {
     }
 }
 
-/// Bind one TCP address; IPv6 sockets are dual-stack.
-pub fn tcp(text: &str) -> Result<TcpListener, ListenError> {
+/// Bind one TCP address; IPv6 sockets are dual-stack. Returns the actual local address
+/// (port 0 resolved) with the listener.
+pub fn tcp(text: &str) -> Result<(SocketAddr, TcpListener), ListenError> {
     let addr: SocketAddr = text.parse().map_err(|_| ListenError::BadAddress {
         addr: text.to_owned(),
     })?;
@@ -110,7 +111,9 @@ pub fn tcp(text: &str) -> Result<TcpListener, ListenError> {
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(BACKLOG).map_err(err)?;
-    TcpListener::from_std(socket.into()).map_err(err)
+    let listener = TcpListener::from_std(socket.into()).map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((local, listener))
 }
 
 /// Bind the unix socket at `path`, replacing a stale socket file but not a live one.
@@ -140,8 +143,9 @@ mod tests {
 
     #[tokio::test]
     async fn dual_stack_accepts_v4_and_v6() {
-        let l = tcp("[::]:0").unwrap();
-        let port = l.local_addr().unwrap().port();
+        let (addr, l) = tcp("[::]:0").unwrap();
+        let port = addr.port();
+        assert_ne!(port, 0);
         for target in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
             let c = tokio::net::TcpStream::connect(&target).await.unwrap();
             let (_s, peer) = l.accept().await.unwrap();
@@ -151,8 +155,8 @@ mod tests {
 
     #[tokio::test]
     async fn busy_port_names_the_address() {
-        let l = tcp("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
+        let (addr, _l) = tcp("127.0.0.1:0").unwrap();
+        let addr = addr.to_string();
         let e = tcp(&addr).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -41,14 +41,7 @@ impl Listeners {
     pub async fn bind(listen: &config::Listen) -> Result<Listeners, ListenError> {
         let mut tcp = Vec::new();
         for text in &listen.tcp {
-            let l = bind::tcp(text)?;
-            let addr = l.local_addr().map_err(|source| ListenError::Tcp {
-                addr: text
-                    .parse()
-                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
-                source,
-            })?;
-            tcp.push((addr, l));
+            tcp.push(bind::tcp(text)?);
         }
         let unix = match &listen.unix {
             Some(path) => Some((path.clone(), bind::unix(path).await?)),
@@ -81,7 +74,7 @@ pub struct Accept {
     pub handshake_timeout: Duration,
     /// Tracks connection tasks so shutdown can drain them.
     pub tracker: TaskTracker,
-    /// Fires on SIGTERM/SIGINT.
+    /// Fires on SIGTERM/SIGINT: stop accepting.
     pub shutdown: CancellationToken,
 }
 
@@ -175,7 +168,7 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
     metrics.connections_authenticated.fetch_add(1, Relaxed);
     tracing::Span::current().record("user", tracing::field::display(&identity.user));
     tracing::info!(method = %identity.method, alpn = %alpn, "authenticated");
-    api::serve_connection(tls, ctx.state.clone(), identity, ctx.shutdown.clone()).await;
+    api::serve_connection(tls, ctx.state.clone(), identity).await;
 }
 
 /// Accept unix socket connections until shutdown; the peer's uid is its identity.
@@ -218,6 +211,20 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
             return;
         }
     };
+    // Anyone on the host may connect: bound the wait for the HTTP/2 preface (or HTTP/1.1
+    // request) like a TLS handshake, so idle peers cannot hold connection slots.
+    if tokio::time::timeout(ctx.handshake_timeout, stream.readable())
+        .await
+        .is_err()
+    {
+        ctx.state.metrics.handshake_failures.fetch_add(1, Relaxed);
+        tracing::warn!(
+            uid,
+            timeout_s = ctx.handshake_timeout.as_secs(),
+            "peer sent nothing; closing"
+        );
+        return;
+    }
     let identity = peercred::identity_for_uid(uid);
     ctx.state
         .metrics
@@ -225,5 +232,5 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
         .fetch_add(1, Relaxed);
     tracing::Span::current().record("user", tracing::field::display(&identity.user));
     tracing::info!(uid, method = %identity.method, "authenticated");
-    api::serve_connection(stream, ctx.state.clone(), identity, ctx.shutdown.clone()).await;
+    api::serve_connection(stream, ctx.state.clone(), identity).await;
 }
