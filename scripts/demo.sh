@@ -15,8 +15,11 @@ rm -rf "$dir"
 gw=$!
 fwd=
 cleanup() {
-    [ -n "$fwd" ] && kill "$fwd" 2>/dev/null || true
-    kill -INT "$gw" 2>/dev/null && wait "$gw" 2>/dev/null || true
+    if [ -n "$fwd" ]; then kill "$fwd" 2>/dev/null || true; fwd=; fi
+    if [ -n "$gw" ]; then
+        kill -INT "$gw" 2>/dev/null && wait "$gw" 2>/dev/null || true
+        gw=
+    fi
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
@@ -63,15 +66,20 @@ echo "screen of VM 'demo' saved to $shot"
 if [ -n "${DISPLAY:-}" ] && command -v xdg-open >/dev/null; then xdg-open "$shot" >/dev/null 2>&1 & fi
 kill "$fwd" 2>/dev/null || true; fwd=
 
+url=$(cat "$dir/ready")
+user=$(basename "$(ls "$dir"/client/*.key)" .key)
 cat <<EOT
 
-The demo gateway is running (log: $dir.log). Try, in another terminal:
+The demo gateway is running at $url (log: $dir.log). Try, in another terminal:
   export PATH="$bin:\$PATH"
   virtgate -p demo info demo
-  virtgate -p demo vnc demo          # opens a VNC viewer if one is installed
+  virtgate -p demo vnc demo                 # opens a VNC viewer if one is installed
   virtgate -p demo list --json
-  curl --cacert $dir/client/ca.pem --cert $dir/client/*.pem --key ... https://...  # see README
-The client profile 'demo' is in your virtgate config; its key is encrypted.
+  curl --http2 --cacert $dir/ca/ca.pem --cert $dir/client/$user.pem \\
+       --key $dir/client/$user.key --pass "\$(cat $dir/client/passphrase)" \\
+       https://${url#virtgate://}/v1/domains
+The profile 'demo' is in your virtgate config (\${VIRTGATE_CONFIG:-~/.config/virtgate/config.toml});
+its key $dir/client/$user.key is encrypted; the passphrase comes from its passphrase_command.
 Press Ctrl-C here to stop the gateway and the VM.
 EOT
 wait "$gw"

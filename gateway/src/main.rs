@@ -5,6 +5,8 @@
 //! (`RUST_LOG`, default `info`); stdout carries only machine-readable lines such as
 //! `listening on ADDR`.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
