@@ -97,3 +97,60 @@ fn qemu_gone_shows_unavailable_and_the_gateway_keeps_serving() {
     assert!(w.gateway.is_running());
     assert!(c.ok(&["whoami"]).contains("alice"));
 }
+
+#[test]
+fn ctrl_c_closes_the_forwarder_and_its_tunnels() {
+    let w = World::start(|g| g);
+    let base = w.gateway.https(0);
+    let open = || metric(&w.alice, &w.pki.ca_pem, &base, "virtgate_tunnels_open");
+    let c = w.client("c", 0, &w.alice);
+    let mut fwd = c.vnc("web1", &[]);
+    // A VNC client that stays connected: the tunnel is open while it reads.
+    let mut vnc = std::net::TcpStream::connect(fwd.addr).unwrap();
+    let mut banner = [0u8; 12];
+    std::io::Read::read_exact(&mut vnc, &mut banner).unwrap();
+    assert_eq!(&banner, b"RFB 003.008\n");
+    assert_eq!(open(), 1.0);
+
+    fwd.child.signal("INT");
+    let status = fwd
+        .child
+        .wait_deadline(Duration::from_secs(10))
+        .expect("virtgate vnc exits on Ctrl-C");
+    assert!(status.success(), "{status}");
+    // The local VNC client sees the end, and the gateway closed the tunnel.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut vnc, &mut rest);
+    poll(
+        "tunnel closed on the gateway",
+        Duration::from_secs(10),
+        || (open() == 0.0).then_some(()),
+    );
+    assert!(
+        std::net::TcpStream::connect(fwd.addr).is_err(),
+        "listener closed"
+    );
+}
+
+#[test]
+fn viewer_command_gets_the_url() {
+    let w = World::start(|g| g);
+    let c = w.client("c", 0, &w.alice);
+    let got = w.dir.path().join("viewer-got");
+    let mut child = c
+        .cmd()
+        .args(["vnc", "web1", "--viewer"])
+        .arg(format!("echo {{}} > {}", got.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = virtgate_tests::LineReader::new(child.stdout.take().unwrap());
+    let guard = virtgate_tests::ChildGuard::new(child, "virtgate vnc --viewer");
+    let url = lines.next_line(Duration::from_secs(30)).expect("URL line");
+    let seen = poll("viewer ran", Duration::from_secs(10), || {
+        std::fs::read_to_string(&got).ok().filter(|s| !s.is_empty())
+    });
+    assert_eq!(seen.trim(), url.trim());
+    guard.signal("INT");
+}
