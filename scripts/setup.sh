@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages virtgate's demo and tests use (QEMU, a VNC client, curl,
-# openssl), if any is missing. Needs root or sudo; safe to run again.
+# openssl, an MIT KDC) and the headers to build it (libkrb5, libclang), if any is missing. Needs root or sudo; safe to run again.
 set -euo pipefail
 
-packages=(qemu-system-x86 vncsnapshot curl openssl ca-certificates pkg-config)
+packages=(
+    qemu-system-x86 vncsnapshot curl openssl ca-certificates pkg-config util-linux
+    # Kerberos: a real MIT KDC for the tests; headers and libclang to build libgssapi
+    krb5-kdc krb5-admin-server krb5-user libkrb5-dev libclang-dev
+)
 
 missing=()
 for p in "${packages[@]}"; do

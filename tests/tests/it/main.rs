@@ -8,6 +8,7 @@ mod api;
 mod badinput;
 mod config;
 mod demo;
+mod kerberos;
 mod pki;
 mod vnc;
 
