@@ -111,6 +111,9 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     ))
 }
 
+/// The Kerberos service name of a gateway unless the profile says otherwise.
+pub const DEFAULT_SERVICE: &str = "HTTP";
+
 /// Everything the transports and commands need, after flags and profile are combined.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -126,6 +129,8 @@ pub struct Settings {
     pub key: Option<PathBuf>,
     /// How to authenticate.
     pub auth: AuthKind,
+    /// Kerberos service name of the gateway (`HTTP`): its principal is `SERVICE/host@REALM`.
+    pub service: String,
     /// Where an encrypted key's passphrase comes from.
     pub passphrase: PassphraseSources,
 }
@@ -155,6 +160,9 @@ impl GlobalArgs {
                 .auth
                 .or(profile.and_then(|p| p.auth))
                 .unwrap_or(AuthKind::Cert),
+            service: profile
+                .and_then(|p| p.service.clone())
+                .unwrap_or_else(|| DEFAULT_SERVICE.to_owned()),
             passphrase: PassphraseSources {
                 file: self.passphrase_file.clone(),
                 env: env
@@ -231,6 +239,37 @@ passphrase_command = "pass show hv1"
         assert_eq!(s.key.as_deref(), Some(Path::new("/cfg/alice.key")));
         assert_eq!(s.auth, AuthKind::Kerberos);
         assert_eq!(s.passphrase.source(), Source::File("pw".into()));
+    }
+
+    #[test]
+    fn auth_and_service_come_from_profile_or_flag() {
+        let text =
+            "[profile.k]\nurl = \"virtgate://gw\"\nauth = \"kerberos\"\nservice = \"host\"\n\
+                    [profile.c]\nurl = \"virtgate://gw\"\n";
+        let p = Profiles::parse(Path::new("/cfg/config.toml"), text, None).unwrap();
+        let k = GlobalArgs {
+            profile: Some("k".into()),
+            ..Default::default()
+        };
+        let s = k.resolve(&p, &Env::default()).unwrap();
+        assert_eq!((s.auth, s.service.as_str()), (AuthKind::Kerberos, "host"));
+        let forced = GlobalArgs {
+            auth: Some(AuthKind::Cert),
+            ..k
+        };
+        assert_eq!(
+            forced.resolve(&p, &Env::default()).unwrap().auth,
+            AuthKind::Cert
+        );
+        let c = GlobalArgs {
+            profile: Some("c".into()),
+            auth: Some(AuthKind::Kerberos),
+            ..Default::default()
+        };
+        let s = c.resolve(&p, &Env::default()).unwrap();
+        assert_eq!((s.auth, s.service.as_str()), (AuthKind::Kerberos, "HTTP"));
+        let cli = Cli::try_parse_from(["virtgate", "--auth", "kerberos", "whoami"]).unwrap();
+        assert_eq!(cli.global.auth, Some(AuthKind::Kerberos));
     }
 
     #[test]

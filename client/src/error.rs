@@ -5,8 +5,10 @@
 //! by `: `) and, when there is one, `hint: …`. Nothing here is ever printed with `{:?}`.
 //!
 //! The TLS part ([`TlsFailure`], in `error/tls.rs`) turns rustls errors into sentences,
-//! including the alerts by which the gateway rejects our certificate.
+//! including the alerts by which the gateway rejects our certificate. The Kerberos part
+//! ([`KerberosFailure`], in `error/kerberos.rs`) does the same for GSS-API status texts.
 
+mod kerberos;
 mod tls;
 
 use std::error::Error as StdError;
@@ -15,6 +17,9 @@ use std::path::PathBuf;
 
 use virtgate_proto::Problem;
 
+pub use kerberos::{
+    default_realm, krb5_conf_paths, parse_default_realm, KerberosContext, KerberosFailure,
+};
 pub use tls::{find_tls_error, TlsContext, TlsFailure};
 
 use crate::url::UrlError;
@@ -71,7 +76,7 @@ pub enum Error {
     /// A URL from the command line or a profile is malformed.
     #[error(transparent)]
     Url(#[from] UrlError),
-    /// A feature that is designed but not built yet (SSH, unix socket, Kerberos).
+    /// A feature that is designed but not built yet (SSH, unix socket).
     #[error("{what} is not supported yet")]
     Unsupported {
         /// The feature, e.g. `the SSH transport (virtgate+ssh://)`.
@@ -137,8 +142,16 @@ pub enum Error {
     Tls {
         /// What went wrong, in words.
         failure: TlsFailure,
-        /// Context for the hint (names, files).
-        context: TlsContext,
+        /// Context for the hint (names, files); boxed to keep `Error` small.
+        context: Box<TlsContext>,
+    },
+    /// Kerberos login failed on our side (no ticket, KDC, mutual authentication).
+    #[error("{failure}")]
+    Kerberos {
+        /// What went wrong, in words.
+        failure: KerberosFailure,
+        /// Context for the hint (service, host, user, realm); boxed to keep `Error` small.
+        context: Box<KerberosContext>,
     },
     /// The gateway answered with a problem+json body.
     #[error("{problem}")]
@@ -264,7 +277,7 @@ impl Error {
                 path.display()
             ),
             Error::Config { .. } => "profile keys are: url, ca, cert, key, auth (cert|kerberos), \
-                 passphrase_command; the top level has `default` and [profile.NAME] tables"
+                 service (Kerberos, default HTTP), passphrase_command; the top level has `default` and [profile.NAME] tables"
                 .into(),
             Error::UnknownProfile { known, .. } | Error::NoDefaultProfile { known, .. } => {
                 if known.is_empty() {
@@ -300,6 +313,7 @@ impl Error {
                     .into()
             }
             Error::Tls { failure, context } => failure.hint(context),
+            Error::Kerberos { failure, context } => failure.hint(context),
             Error::Problem { problem } => problem.hint.clone()?,
             Error::BadResponse { .. } => {
                 "is the URL a virtgated gateway of a matching version?".into()

@@ -9,9 +9,14 @@
 //! env ───▶ profile::Env      ├─▶ cli::GlobalArgs::resolve ──▶ cli::Settings
 //! config.toml ─▶ profile::Profiles ┘        (flags > profile > defaults; url::GatewayUrl)
 //!
-//! Settings ──▶ transport::Transport::prepare   read CA/cert, unlock key (passphrase::…)
-//!          ──▶ Transport::connect              TCP + TLS 1.3 (ALPN h2) → one byte stream
+//! Settings ──▶ transport::Transport::prepare   read CA/cert, unlock key (passphrase::…);
+//!                                              kerberos: CA only, no cert/key
+//!          ──▶ Transport::connect              TCP + TLS 1.3 (ALPN h2) → one byte stream;
+//!                                              kerberos: + first GSS-API token (SPNEGO,
+//!                                              HTTP@host, blocking pool), concurrently
 //!          ──▶ session::Session::connect       HTTP/2 over that stream, driven by a task
+//!          ──▶ (kerberos) first request        `Authorization: Negotiate` (others wait);
+//!                                              gateway's mutual token checked → bound
 //!          ──▶ cmd::run                        whoami/list/info: Session::get_json
 //!                                              vnc: local listener → Session::open_tunnel
 //!                                                   per connection (extended CONNECT)
@@ -22,11 +27,14 @@
 //! - [`profile`]: the per-user config file (`$VIRTGATE_CONFIG`, XDG), profile selection.
 //! - [`url`]: `virtgate://`, `virtgate+ssh://`, `virtgate+unix://` URLs.
 //! - [`passphrase`]: where an encrypted key's passphrase comes from.
-//! - [`transport`]: how the byte stream to the gateway is made (TLS now; Kerberos, SSH and
-//!   unix later, all ending in the same stream).
-//! - [`session`]: the one HTTP/2 connection every call and tunnel of a command shares.
+//! - [`transport`]: how the byte stream to the gateway is made (TLS with a certificate, or
+//!   Kerberos: TLS without one plus HTTP Negotiate; SSH and unix later, all ending in the
+//!   same stream).
+//! - [`session`]: the one HTTP/2 connection every call and tunnel of a command shares; with
+//!   Kerberos its first request logs the connection in.
 //! - [`cmd`]: the commands.
-//! - [`error`]: every failure with a message and a hint.
+//! - [`error`]: every failure with a message and a hint (TLS alerts and GSS-API statuses in
+//!   words).
 //!
 //! Wire types and paths come from `virtgate-proto`; key and certificate files are read with
 //! `virtgate-pki`. The client never links the gateway.

@@ -9,6 +9,7 @@
 //! cert = "hv1/alice.pem"
 //! key = "hv1/alice.key"
 //! auth = "cert"                # cert | kerberos
+//! service = "HTTP"             # kerberos: the gateway is HTTP/host@REALM (the default)
 //! passphrase_command = "pass show virtgate/hv1"
 //! ```
 //!
@@ -97,6 +98,8 @@ struct ProfileFile {
     key: Option<PathBuf>,
     /// `cert` or `kerberos`.
     auth: Option<AuthKind>,
+    /// Kerberos service name of the gateway (`HTTP`).
+    service: Option<String>,
     /// Shell command whose first stdout line is the key passphrase.
     passphrase_command: Option<String>,
 }
@@ -116,6 +119,8 @@ pub struct Profile {
     pub key: Option<PathBuf>,
     /// How to authenticate on TLS transports.
     pub auth: Option<AuthKind>,
+    /// Kerberos service name of the gateway (`HTTP` when unset).
+    pub service: Option<String>,
     /// Shell command whose first stdout line is the key passphrase.
     pub passphrase_command: Option<String>,
 }
@@ -172,6 +177,7 @@ impl Profiles {
                     cert: fix(p.cert),
                     key: fix(p.key),
                     auth: p.auth,
+                    service: p.service,
                     passphrase_command: p.passphrase_command,
                 };
                 (name, profile)

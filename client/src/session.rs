@@ -5,6 +5,13 @@
 //! issue requests on it. API calls are [`Session::get_json`]; byte tunnels are
 //! [`Session::open_tunnel`] (extended CONNECT, RFC 8441, `:protocol` = `virtgate-stream`).
 //!
+//! With Kerberos the transport hands over a pending login: the connection's first request
+//! carries `Authorization: Negotiate <token>`, and no other request is sent until its answer
+//! has arrived (a lock held across it). The gateway's `WWW-Authenticate: Negotiate <token>`
+//! must complete the context with mutual authentication, else the request fails; a 401 with
+//! a token is another leg (at most [`MAX_LEGS`]). After that the connection is bound to the
+//! principal and later requests and tunnels carry no token.
+//!
 //! When the connection dies, its task records why; [`Session::closed`] resolves then, and a
 //! request that failed because of it reports the connection's error (in TLS 1.3 that is where
 //! the gateway's verdict on our certificate shows up).
@@ -13,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -20,10 +28,13 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 use virtgate_proto::{ApiPath, Problem, PROBLEM_CONTENT_TYPE, TUNNEL_PROTOCOL};
 
-use crate::error::{chain_text, find_tls_error, Error, TlsContext, TlsFailure};
+use crate::error::{
+    chain_text, find_tls_error, Error, KerberosContext, KerberosFailure, TlsContext, TlsFailure,
+};
+use crate::transport::kerberos::{self, Challenge, Negotiation};
 use crate::transport::Transport;
 
 /// Largest response body read into memory (JSON and problem bodies are small).
@@ -41,6 +52,9 @@ const MAX_FRAME: u32 = 256 << 10;
 /// How long to wait for the connection task's verdict after a request failed.
 const VERDICT_WAIT: Duration = Duration::from_secs(2);
 
+/// Most Negotiate round trips on one request (SPNEGO and krb5 need one).
+pub const MAX_LEGS: usize = 3;
+
 /// How the connection ended, as recorded by its driver task.
 type Ending = Option<Arc<Option<hyper::Error>>>;
 
@@ -55,6 +69,18 @@ pub struct Session {
     context: TlsContext,
     /// Set once by the driver task when the connection ends (with its error, if any).
     ended: watch::Receiver<Ending>,
+    /// Whether the connection still has to log in; locked across the login request.
+    login: Arc<Mutex<Login>>,
+}
+
+/// The login state of the connection.
+enum Login {
+    /// Nothing (more) to do: authenticated by the transport, or Negotiate succeeded.
+    Done,
+    /// Kerberos: the next request carries this token.
+    Pending(Negotiation),
+    /// The Negotiate login failed; the connection is not authenticated.
+    Failed(Box<KerberosContext>),
 }
 
 impl std::fmt::Debug for Session {
@@ -69,7 +95,11 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Connect the transport and run the HTTP/2 handshake.
     pub async fn connect(transport: &Transport) -> Result<Session, Error> {
-        let connected = transport.connect().await?;
+        let mut connected = transport.connect().await?;
+        let login = match connected.negotiation.take() {
+            Some(n) => Login::Pending(n),
+            None => Login::Done,
+        };
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -98,6 +128,7 @@ impl Session {
             authority: connected.authority,
             context: connected.context,
             ended,
+            login: Arc::new(Mutex::new(login)),
         })
     }
 
@@ -109,8 +140,7 @@ impl Session {
     /// `GET` an API path and decode its JSON body; error statuses become [`Error::Problem`].
     pub async fn get_json<T: DeserializeOwned>(&self, path: &ApiPath) -> Result<T, Error> {
         let what = format!("GET {}", path.to_path());
-        let req = self.request(Method::GET, path)?;
-        let resp = self.send(&what, req).await?;
+        let resp = self.send(&what, &Method::GET, path).await?;
         let status = resp.status();
         let body = self.body(&what, resp).await?;
         if !status.is_success() {
@@ -125,10 +155,7 @@ impl Session {
     /// Open a byte tunnel (extended CONNECT). A non-200 answer becomes [`Error::Problem`].
     pub async fn open_tunnel(&self, path: &ApiPath) -> Result<TokioIo<Upgraded>, Error> {
         let what = format!("CONNECT {}", path.to_path());
-        let mut req = self.request(Method::CONNECT, path)?;
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static(TUNNEL_PROTOCOL));
-        let mut resp = self.send(&what, req).await?;
+        let mut resp = self.send(&what, &Method::CONNECT, path).await?;
         let status = resp.status();
         if status != StatusCode::OK {
             let body = self.body(&what, resp).await?;
@@ -157,19 +184,119 @@ impl Session {
         }
     }
 
-    fn request(&self, method: Method, path: &ApiPath) -> Result<Request<Full<Bytes>>, Error> {
+    /// A request without a body; CONNECT is an extended CONNECT opening a tunnel.
+    fn request(&self, method: &Method, path: &ApiPath) -> Result<Request<Full<Bytes>>, Error> {
         let uri = format!("https://{}{}", self.authority, path.to_path());
-        Request::builder()
-            .method(method)
+        let mut req = Request::builder()
+            .method(method.clone())
             .uri(&uri)
             .body(Full::new(Bytes::new()))
             .map_err(|e| Error::Setting {
                 message: format!("cannot build a request for {uri}: {e}"),
                 hint: "check the domain name".into(),
-            })
+            })?;
+        if method == Method::CONNECT {
+            req.extensions_mut()
+                .insert(hyper::ext::Protocol::from_static(TUNNEL_PROTOCOL));
+        }
+        Ok(req)
     }
 
+    /// Send a request; the first one on a Kerberos connection logs in, and every other
+    /// request waits until it has.
     async fn send(
+        &self,
+        what: &str,
+        method: &Method,
+        path: &ApiPath,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut login = self.login.lock().await;
+        match std::mem::replace(&mut *login, Login::Done) {
+            Login::Done => {
+                drop(login);
+                self.send_once(what, self.request(method, path)?).await
+            }
+            Login::Pending(n) => {
+                // the lock stays held: nothing else is sent until the login is decided
+                *login = Login::Failed(Box::new(n.negotiator.context().clone()));
+                let (resp, bound) = self.negotiate(what, method, path, n).await?;
+                if bound {
+                    *login = Login::Done;
+                }
+                Ok(resp)
+            }
+            Login::Failed(context) => {
+                let err = Error::Kerberos {
+                    failure: KerberosFailure::NotLoggedIn,
+                    context: context.clone(),
+                };
+                *login = Login::Failed(context);
+                Err(err)
+            }
+        }
+    }
+
+    /// Send the login request: `Authorization: Negotiate`, more legs while the gateway
+    /// answers 401 with a token, then check its mutual-authentication token. Returns the
+    /// answer and whether the connection is now bound. A refusal (401 without a token, or an
+    /// error answer before any login) is returned as an answer for the caller to report.
+    async fn negotiate(
+        &self,
+        what: &str,
+        method: &Method,
+        path: &ApiPath,
+        n: Negotiation,
+    ) -> Result<(Response<Incoming>, bool), Error> {
+        let Negotiation {
+            mut negotiator,
+            mut token,
+        } = n;
+        for leg in 1..=MAX_LEGS {
+            let mut req = self.request(method, path)?;
+            req.headers_mut()
+                .insert(AUTHORIZATION, kerberos::authorization(&token));
+            let resp = self.send_once(what, req).await?;
+            let status = resp.status();
+            let challenge = kerberos::parse_challenge(resp.headers());
+            tracing::debug!(leg, %status, challenge = challenge_kind(&challenge), "Negotiate answer");
+            if status == StatusCode::UNAUTHORIZED {
+                let Challenge::Token(t) = challenge else {
+                    return Ok((resp, false));
+                };
+                if leg == MAX_LEGS || negotiator.is_complete() {
+                    return Ok((resp, false));
+                }
+                let (next_negotiator, next) = negotiator.step(t).await?;
+                negotiator = next_negotiator;
+                match next {
+                    Some(next) => token = next,
+                    None => return Ok((resp, false)),
+                }
+                continue;
+            }
+            return match challenge {
+                Challenge::Token(t) => {
+                    let (done, next) = negotiator.step(t).await?;
+                    if next.is_some() || !done.verified()? {
+                        return Err(done.failure(KerberosFailure::NoMutualAuth));
+                    }
+                    tracing::debug!(target = %done.target(), "Kerberos login done, mutual authentication verified");
+                    Ok((resp, true))
+                }
+                Challenge::Malformed => Err(negotiator.failure(KerberosFailure::BadMutualAuth(
+                    "its WWW-Authenticate: Negotiate token is not base64".into(),
+                ))),
+                // an error answer the gateway gave before logging us in: report it as is
+                _ if !status.is_success() => Ok((resp, false)),
+                _ => Err(negotiator.failure(KerberosFailure::NoMutualAuth)),
+            };
+        }
+        Err(negotiator.failure(KerberosFailure::Other(format!(
+            "the gateway wanted more than {MAX_LEGS} Negotiate round trips"
+        ))))
+    }
+
+    async fn send_once(
         &self,
         what: &str,
         req: Request<Full<Bytes>>,
@@ -241,8 +368,18 @@ impl Session {
     fn tls(&self, failure: TlsFailure) -> Error {
         Error::Tls {
             failure,
-            context: self.context.clone(),
+            context: Box::new(self.context.clone()),
         }
+    }
+}
+
+/// The kind of a challenge, for logs (never the token).
+fn challenge_kind(c: &Challenge) -> &'static str {
+    match c {
+        Challenge::Absent => "none",
+        Challenge::Bare => "Negotiate",
+        Challenge::Token(_) => "Negotiate <token>",
+        Challenge::Malformed => "Negotiate <not base64>",
     }
 }
 
@@ -250,7 +387,7 @@ fn lost(context: &TlsContext, e: &hyper::Error) -> Error {
     if let Some(t) = find_tls_error(e) {
         return Error::Tls {
             failure: TlsFailure::from_rustls(&t),
-            context: context.clone(),
+            context: Box::new(context.clone()),
         };
     }
     let text = chain_text(e);

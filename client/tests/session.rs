@@ -187,6 +187,7 @@ fn settings(pki: &Pki, url: &str, cert: Option<&str>) -> Settings {
         cert: cert.map(|c| pki.path(&format!("{c}.pem"))),
         key: cert.map(|c| pki.path(&format!("{c}.key"))),
         auth: AuthKind::Cert,
+        service: "HTTP".into(),
         passphrase: PassphraseSources::default(),
     }
 }
@@ -379,4 +380,26 @@ async fn encrypted_keys_use_the_passphrase_sources() {
         assert!(matches!(e, Error::NoTerminal { .. }), "{}", report(&e));
         assert!(report(&e).contains("VIRTGATE_KEY_PASSPHRASE"));
     }
+}
+
+#[test]
+fn kerberos_auth_never_reads_the_certificate_or_unlocks_the_key() {
+    let pki = pki(&["localhost"]);
+    encrypt_key(&pki, "alice", "correct horse");
+    // an encrypted key with no passphrase source, and a certificate that does not exist:
+    // with cert auth this fails, with kerberos neither file is touched
+    let mut s = settings(&pki, "virtgate://localhost:1", Some("alice"));
+    s.cert = Some(pki.path("missing.pem"));
+    assert!(Transport::prepare(&s).is_err());
+    s.auth = AuthKind::Kerberos;
+    let t = Transport::prepare(&s).unwrap();
+    assert!(matches!(t, Transport::Kerberos(_)), "{t:?}");
+    // a service name that cannot be part of a principal is refused up front
+    s.service = "HTTP/x".into();
+    let e = Transport::prepare(&s).unwrap_err();
+    assert!(
+        report(&e).contains("not a Kerberos service name"),
+        "{}",
+        report(&e)
+    );
 }

@@ -6,13 +6,17 @@
 //! Data flows down through the modules in one direction:
 //!
 //! ```text
-//! main.rs ─▶ lib.rs run(): config → TLS → bind → backend → serve(listeners, shutdown)
+//! main.rs ─▶ lib.rs run(): config → TLS → Kerberos keytab → bind → backend → serve
 //!   config/   gateway.toml → Config (deny_unknown_fields, FILE:LINE:COL errors) → validate
 //!   listen/   TCP [::]:PORT dual-stack (socket2) and unix socket; accept loops, connection
 //!             limit, per-connection span; TLS handshake with a timeout
-//!   authn/    who is it: TLS client certificate CN (tls.rs) or unix peer uid (peercred.rs)
-//!             → Identity
+//!   authn/    who is it: TLS client certificate CN (tls.rs), unix peer uid (peercred.rs),
+//!             Kerberos principal (kerberos.rs: acceptor, token steps, strip_realm;
+//!             keytab.rs: search order and why each keytab failed; gss_ffi.rs: the only
+//!             unsafe code, gss_acquire_cred_from) → Identity
 //!   api/      hyper auto server (HTTP/1.1 + HTTP/2, extended CONNECT) per connection:
+//!             negotiate.rs binds a certificate-less TLS connection to the principal of
+//!             its first `Authorization: Negotiate` (401 + WWW-Authenticate until then);
 //!             router over virtgate_proto::ApiPath → authz → backend; problem+json errors;
 //!             tunnel.rs splices extended CONNECT streams to console sockets
 //!   authz/    pure: Identity × domain × Action → Decision (rules, roles, globs)
@@ -27,7 +31,7 @@
 //! Backends know no HTTP, authz does no I/O, and the wire types live in `virtgate-proto`,
 //! shared with the client.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod audit;
@@ -65,6 +69,9 @@ pub enum Error {
     /// TLS material (certificate, key, CA, CRL).
     #[error(transparent)]
     Tls(#[from] authn::tls::TlsError),
+    /// Kerberos: no usable keytab for the service, or no host name.
+    #[error(transparent)]
+    Kerberos(#[from] authn::kerberos::KerberosError),
     /// A listener.
     #[error(transparent)]
     Listen(#[from] listen::ListenError),
@@ -88,6 +95,7 @@ impl Error {
         match self {
             Error::Config(e) => e.hint(),
             Error::Tls(e) => e.hint(),
+            Error::Kerberos(e) => e.hint(),
             Error::Listen(e) => e.hint(),
             Error::Backend(e) => e.hint(),
             Error::Audit(e) => Some(format!(
@@ -100,10 +108,14 @@ impl Error {
     }
 }
 
-/// Check what `check-config` can check beyond the file itself: the TLS material loads.
+/// Check what `check-config` can check beyond the file itself: the TLS material loads and,
+/// with `[kerberos]`, the keytab gives the acceptor credential.
 pub fn check(config: &Config) -> Result<(), Error> {
     if let Some(t) = &config.tls {
-        authn::tls::server_config(t)?;
+        authn::tls::server_config(t, config.kerberos.is_some())?;
+    }
+    if let Some(k) = &config.kerberos {
+        authn::kerberos::Acceptor::from_config(k)?;
     }
     Ok(())
 }
@@ -117,10 +129,14 @@ pub async fn run(
     ready: impl FnOnce(&Listeners) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let tls = match &config.tls {
-        Some(t) if !config.listen.tcp.is_empty() => {
-            Some(TlsAcceptor::from(authn::tls::server_config(t)?))
-        }
+        Some(t) if !config.listen.tcp.is_empty() => Some(TlsAcceptor::from(
+            authn::tls::server_config(t, config.kerberos.is_some())?,
+        )),
         _ => None,
+    };
+    let kerberos = match &config.kerberos {
+        Some(k) => Some(Arc::new(authn::kerberos::Acceptor::from_config(k)?)),
+        None => None,
     };
     let audit = audit::AuditLog::open(config.audit.as_ref().map(|a| a.path.as_path()))?;
     let listeners = Listeners::bind(&config.listen).await?;
@@ -144,6 +160,7 @@ pub async fn run(
         next_tunnel: AtomicU64::new(0),
         limits: config.limits.clone(),
         shutdown: shutdown.clone(),
+        kerberos,
     });
     serve(listeners, state, tls, &config.limits).await;
     backend.shutdown().await;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub handshake_failures: AtomicU64,
+    /// Negotiate (Kerberos) tokens refused: bad, replayed, expired, for another service.
+    pub negotiate_failures: AtomicU64,
     /// API requests answered, tunnels included.
     pub requests: AtomicU64,
     /// Tunnels opened (backend connected and 200 sent).
@@ -115,6 +117,12 @@ impl Metrics {
             &self.handshake_failures,
         );
         put(
+            "virtgate_negotiate_failures_total",
+            "counter",
+            "Kerberos (HTTP Negotiate) tokens refused.",
+            &self.negotiate_failures,
+        );
+        put(
             "virtgate_requests_total",
             "counter",
             "HTTP requests received, tunnels included.",
@@ -166,6 +174,7 @@ mod tests {
             "virtgate_tunnels_opened_total 1",
             "virtgate_tunnels_open 0",
             "virtgate_handshake_failures_total 0",
+            "virtgate_negotiate_failures_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

@@ -18,6 +18,8 @@ pub struct TlsContext {
     pub ca: Option<PathBuf>,
     /// Our client certificate, when one was sent.
     pub cert: Option<PathBuf>,
+    /// Whether we log in with Kerberos (and so send no certificate on purpose).
+    pub kerberos: bool,
 }
 
 /// A TLS failure in words.
@@ -168,6 +170,11 @@ impl TlsFailure {
             TlsFailure::ServerCertExpired | TlsFailure::ServerCertRevoked => {
                 "check this machine's clock; otherwise ask the gateway's admin to reissue the \
                  server certificate (`virtgate-pki issue-server`)"
+                    .into()
+            }
+            TlsFailure::ClientCertRequired if cx.kerberos => {
+                "this gateway does not accept Kerberos logins (no [kerberos] in its config?): \
+                 ask its admin, or use auth = \"cert\" with `cert` and `key` (--auth cert)"
                     .into()
             }
             TlsFailure::ClientCertRequired => "set `cert` and `key` in the profile, or pass \
@@ -351,6 +358,14 @@ mod tests {
             assert!(f.to_string().contains(msg), "{alert:?}: {f}");
             assert!(f.hint(&TlsContext::default()).contains(hint), "{alert:?}");
         }
+        let f = TlsFailure::ClientCertRequired;
+        let kerberos = TlsContext {
+            kerberos: true,
+            ..Default::default()
+        };
+        assert!(f
+            .hint(&kerberos)
+            .contains("does not accept Kerberos logins"));
         let f = TlsFailure::from_rustls(&rustls::Error::InvalidCertificate(
             CertificateError::UnknownIssuer,
         ));

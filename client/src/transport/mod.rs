@@ -3,10 +3,13 @@
 //!
 //! Preparing a transport ([`Transport::prepare`]) is synchronous and does all the local work
 //! up front (read the CA, the certificate, unlock the key, maybe prompting on the terminal);
-//! connecting ([`Transport::connect`]) is the network part. Today there is TLS; Kerberos
-//! (TLS plus a Negotiate header), SSH (russh, `direct-streamlocal`) and the local unix socket
-//! are variants to come, each ending in the same [`Connected`].
+//! connecting ([`Transport::connect`]) is the network part. Today there are TLS with a client
+//! certificate (`tls.rs`) and Kerberos (`kerberos.rs`: TLS without one, plus the first
+//! Negotiate token, which [`Connected::negotiation`] hands to the session); SSH (russh,
+//! `direct-streamlocal`) and the local unix socket are variants to come, each ending in the
+//! same [`Connected`].
 
+pub mod kerberos;
 pub mod tls;
 
 use std::time::Duration;
@@ -36,6 +39,8 @@ pub struct Connected {
     pub authority: String,
     /// What error messages about this connection need to know.
     pub context: TlsContext,
+    /// Kerberos: the login the first request must carry (`None`: already authenticated).
+    pub negotiation: Option<kerberos::Negotiation>,
 }
 
 /// A prepared way to reach the gateway.
@@ -44,24 +49,20 @@ pub struct Connected {
 pub enum Transport {
     /// TLS with a client certificate (or none, if the gateway allows it).
     Tls(tls::TlsTransport),
+    /// TLS without a client certificate, then HTTP Negotiate (Kerberos).
+    Kerberos(kerberos::KerberosTransport),
 }
 
 impl Transport {
     /// Check the settings and load what the transport needs (files, key passphrase).
     pub fn prepare(settings: &Settings) -> Result<Transport, Error> {
         match &settings.url {
-            GatewayUrl::Tls { .. } => {
-                if settings.auth == AuthKind::Kerberos {
-                    return Err(Error::Unsupported {
-                        what: "Kerberos authentication (auth = \"kerberos\")".into(),
-                        hint:
-                            "use auth = \"cert\" with `cert` and `key` (or --auth cert --cert FILE \
-                               --key FILE) for now"
-                                .into(),
-                    });
-                }
-                Ok(Transport::Tls(tls::TlsTransport::prepare(settings)?))
-            }
+            GatewayUrl::Tls { .. } => match settings.auth {
+                AuthKind::Kerberos => Ok(Transport::Kerberos(
+                    kerberos::KerberosTransport::prepare(settings)?,
+                )),
+                AuthKind::Cert => Ok(Transport::Tls(tls::TlsTransport::prepare(settings)?)),
+            },
             GatewayUrl::Ssh { .. } => Err(Error::Unsupported {
                 what: "the SSH transport (virtgate+ssh://)".into(),
                 hint: "use a virtgate://HOST URL (TLS with a client certificate) for now".into(),
@@ -77,6 +78,7 @@ impl Transport {
     pub async fn connect(&self) -> Result<Connected, Error> {
         match self {
             Transport::Tls(t) => t.connect().await,
+            Transport::Kerberos(t) => t.connect().await,
         }
     }
 }

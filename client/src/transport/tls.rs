@@ -1,5 +1,6 @@
 //! TLS to `virtgate://host[:port]`: rustls (ring), roots from the profile's `ca` only, ALPN
-//! `h2`, the client certificate and its (usually encrypted) key.
+//! `h2`, the client certificate and its (usually encrypted) key; with `auth = "kerberos"` no
+//! client certificate (the key is not even read: `transport/kerberos.rs` logs in instead).
 //!
 //! The server certificate is checked against the URL's host: DNS names against DNS SANs,
 //! IP literals (`127.0.0.1`, `[::1]`) against IP SANs. Every address the host resolves to is
@@ -20,6 +21,7 @@ use super::{Connected, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT};
 use crate::cli::Settings;
 use crate::error::{find_tls_error, io_reason, Attempt, Error, TlsContext, TlsFailure};
 use crate::passphrase::Source;
+use crate::profile::AuthKind;
 use crate::url::{GatewayUrl, Host};
 
 /// A prepared TLS transport: config built, key unlocked.
@@ -47,7 +49,8 @@ impl std::fmt::Debug for TlsTransport {
 
 impl TlsTransport {
     /// Read the CA, certificate and key named in `settings` (asking for the key's passphrase
-    /// if it is encrypted) and build the rustls configuration.
+    /// if it is encrypted) and build the rustls configuration. With Kerberos auth only the
+    /// CA is read.
     pub fn prepare(settings: &Settings) -> Result<TlsTransport, Error> {
         let GatewayUrl::Tls { host, port } = &settings.url else {
             return Err(Error::Setting {
@@ -71,7 +74,10 @@ impl TlsTransport {
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_setup_error(&e))?
             .with_root_certificates(roots);
+        let kerberos = settings.auth == AuthKind::Kerberos;
         let mut config = match (&settings.cert, &settings.key) {
+            // Kerberos: server authentication only; cert and key are ignored, never unlocked
+            _ if kerberos => builder.with_no_client_auth(),
             (Some(cert), Some(key_path)) => {
                 let chain = keyfile::load_certs(cert)?;
                 let key = load_key(key_path, settings)?;
@@ -109,7 +115,8 @@ impl TlsTransport {
             context: TlsContext {
                 server: format!("{host}:{port}"),
                 ca: Some(ca.clone()),
-                cert: settings.cert.clone(),
+                cert: settings.cert.clone().filter(|_| !kerberos),
+                kerberos,
             },
         })
     }
@@ -157,6 +164,7 @@ impl TlsTransport {
             stream: Box::new(tls),
             authority: self.context.server.clone(),
             context: self.context.clone(),
+            negotiation: None,
         })
     }
 
@@ -188,7 +196,7 @@ impl TlsTransport {
     fn tls_error(&self, failure: TlsFailure) -> Error {
         Error::Tls {
             failure,
-            context: self.context.clone(),
+            context: Box::new(self.context.clone()),
         }
     }
 

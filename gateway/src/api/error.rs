@@ -4,7 +4,9 @@
 //! `bad-request`, `domain-not-found` (unknown OR not granted: same body, so names do not
 //! leak), `console-not-found`, `forbidden` (role too low; names the role needed),
 //! `backend-unavailable` (503: QEMU/libvirtd not reachable), `backend-error` (502),
-//! `not-implemented` (501: a call this gateway or backend does not offer yet).
+//! `not-implemented` (501: a call this gateway or backend does not offer yet),
+//! `authentication-required` (401: a certificate-less connection without a Kerberos login;
+//! `WWW-Authenticate: Negotiate`), `kerberos-failed` (401: a Negotiate token was refused).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -34,13 +36,15 @@ pub fn response(p: &Problem) -> Response<Body> {
     r
 }
 
-/// A problem plus headers it needs (e.g. `Allow` on 405).
+/// A problem plus headers it needs (e.g. `Allow` on 405, `WWW-Authenticate` on 401).
 #[derive(Debug)]
 pub struct ApiError {
     /// The body (boxed: errors travel through `Result`s on every request path).
     pub problem: Box<Problem>,
     /// Methods to list in `Allow` (405 only).
     pub allow: Vec<Method>,
+    /// `WWW-Authenticate` (401 only): `Negotiate`, or `Negotiate <token>` mid-exchange.
+    pub www_authenticate: Option<HeaderValue>,
 }
 
 impl From<Problem> for ApiError {
@@ -48,6 +52,7 @@ impl From<Problem> for ApiError {
         ApiError {
             problem: Box::new(problem),
             allow: vec![],
+            www_authenticate: None,
         }
     }
 }
@@ -61,6 +66,9 @@ impl ApiError {
             if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
                 r.headers_mut().insert(header::ALLOW, v);
             }
+        }
+        if let Some(v) = self.www_authenticate {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         r
     }
@@ -83,7 +91,29 @@ pub fn method_not_allowed(method: &Method, path: &str, allow: &[Method], hint: &
                 .hint(hint),
         ),
         allow: allow.to_vec(),
+        www_authenticate: None,
     }
+}
+
+/// The connection has no certificate and no Kerberos login yet (answers with a bare
+/// `WWW-Authenticate: Negotiate`, which makes curl and browsers send a token).
+pub fn authentication_required() -> ApiError {
+    let mut e: ApiError = Problem::new(401, "authentication-required", "authentication required")
+        .detail("this connection has no client certificate and no Kerberos login")
+        .hint("run kinit, then use auth = \"kerberos\" (or a client certificate)")
+        .into();
+    e.www_authenticate = Some(HeaderValue::from_static("Negotiate"));
+    e
+}
+
+/// A Negotiate token was refused; `detail` and `hint` say why in words.
+pub fn kerberos_failed(detail: impl Into<String>, hint: impl Into<String>) -> ApiError {
+    let mut e: ApiError = Problem::new(401, "kerberos-failed", "Kerberos login failed")
+        .detail(detail)
+        .hint(hint)
+        .into();
+    e.www_authenticate = Some(HeaderValue::from_static("Negotiate"));
+    e
 }
 
 /// A malformed request.
@@ -211,5 +241,10 @@ mod tests {
         });
         assert_eq!(console.problem.status, 503);
         assert_eq!(console.problem.kind_name(), "backend-unavailable");
+        let r = authentication_required().into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Negotiate");
+        let r = kerberos_failed("replayed", "retry").into_response();
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Negotiate");
     }
 }

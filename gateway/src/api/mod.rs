@@ -1,14 +1,16 @@
-//! The HTTP API: one hyper service per authenticated connection.
+//! The HTTP API: one hyper service per connection.
 //!
 //! [`serve_connection`] runs hyper's auto (HTTP/1.1 + HTTP/2) server on a connection whose
-//! peer is already known ([`Identity`]); HTTP/2 has extended CONNECT enabled for tunnels.
-//! [`handle`] routes each request through [`ApiPath::parse`] (proto owns the paths), checks
+//! peer is already known ([`Identity`]) or will log in with HTTP Negotiate first
+//! ([`negotiate`]); HTTP/2 has extended CONNECT enabled for tunnels. [`handle`] resolves the
+//! identity, routes each request through [`ApiPath::parse`] (proto owns the paths), checks
 //! the method, asks [`authz`](crate::authz) and then the backend, and answers JSON, Prometheus
 //! text, a tunnel ([`tunnel`]) or a problem ([`error`]). Every response carries
 //! `virtgate-protocol: 1`.
 
 pub mod domains;
 pub mod error;
+pub mod negotiate;
 pub mod tunnel;
 
 use std::convert::Infallible;
@@ -30,6 +32,7 @@ use virtgate_proto::{
 };
 
 use crate::audit::AuditLog;
+use crate::authn::kerberos::Acceptor;
 use crate::authn::Identity;
 use crate::authz::{Action, Policy, Role};
 use crate::backend::Hypervisor;
@@ -37,6 +40,7 @@ use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use error::ApiError;
+pub use negotiate::ConnAuth;
 
 /// Response body type of every handler.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -59,6 +63,9 @@ pub struct State {
     pub limits: Limits,
     /// Graceful stop (`begin`: GOAWAY) and hard stop (`force`: drop connections and tunnels).
     pub shutdown: Shutdown,
+    /// The Kerberos acceptor when `[kerberos]` is configured: TLS clients without a
+    /// certificate then log in with HTTP Negotiate.
+    pub kerberos: Option<Arc<Acceptor>>,
 }
 
 /// HTTP/2 flow-control windows: big enough for a console at LAN speed, small enough that a
@@ -68,14 +75,17 @@ const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 8 << 20;
 const MAX_FRAME: u32 = 64 << 10;
 
-/// Serve HTTP (h2 or HTTP/1.1, decided by the preface ALPN led the client to send) on an
-/// authenticated connection until the peer leaves or `shutdown.begin` fires (then GOAWAY/close
-/// and let open requests finish, until `shutdown.force`).
-pub async fn serve_connection<IO>(io: IO, state: Arc<State>, id: Identity)
+/// Serve HTTP (h2 or HTTP/1.1, decided by the preface ALPN led the client to send) on a
+/// connection until the peer leaves or `shutdown.begin` fires (then GOAWAY/close and let open
+/// requests finish, until `shutdown.force`). A connection still waiting for its Negotiate
+/// login is closed the same way after too many refused tokens or when
+/// `limits.handshake_timeout_s` pass without a login.
+pub async fn serve_connection<IO>(io: IO, state: Arc<State>, auth: ConnAuth)
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let id = Arc::new(id);
+    let auth = Arc::new(auth);
+    let login_deadline = Duration::from_secs(state.limits.handshake_timeout_s);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -96,14 +106,20 @@ where
     let shutdown = state.shutdown.clone();
     // hyper runs HTTP/2 streams in tasks of their own: carry the connection's span over.
     let span = tracing::Span::current();
+    let conn_auth = auth.clone();
     let service = hyper::service::service_fn(move |req| {
-        handle(state.clone(), id.clone(), req).instrument(span.clone())
+        handle(state.clone(), conn_auth.clone(), req).instrument(span.clone())
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = shutdown.begin.cancelled() => {
+        _ = async {
+            tokio::select! {
+                _ = shutdown.begin.cancelled() => {}
+                _ = auth.must_close(login_deadline) => {}
+            }
+        } => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 r = conn.as_mut() => r,
@@ -120,22 +136,29 @@ where
     }
 }
 
-/// Answer one request.
+/// Answer one request: identity (a Negotiate login on a pending connection), then route.
 pub async fn handle(
     state: Arc<State>,
-    id: Arc<Identity>,
+    auth: Arc<ConnAuth>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     state.metrics.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut resp = match route(&state, &id, &mut req).await {
+    let (result, mutual) = match auth.identity(&state, req.headers()).await {
+        Ok((id, mutual)) => (route(&state, &id, &mut req).await, mutual),
+        Err(e) => (Err(e), None),
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(%method, path = %path, status = e.problem.status, kind = e.problem.kind_name(), "request refused");
             e.into_response()
         }
     };
+    if let Some(token) = mutual {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, token);
+    }
     resp.headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
     Ok(resp)

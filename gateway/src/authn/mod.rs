@@ -1,12 +1,18 @@
 //! Authentication: who is on the other end of a connection, as an [`Identity`].
 //!
 //! Each transport proves identity its own way and produces the same [`Identity`]; the rest
-//! of the gateway (authz, api, audit) only ever sees that. Today: TLS client certificates
-//! ([`tls`]) and the unix socket's peer uid ([`peercred`]). Kerberos (HTTP Negotiate) slots
-//! in later as a per-connection step after a certificate-less TLS handshake: the TLS
-//! acceptor would then allow unauthenticated clients (`ClientAuth::Optional`) and the API
-//! would bind the connection to the principal of the first `Authorization: Negotiate`.
+//! of the gateway (authz, api, audit) only ever sees that: TLS client certificates
+//! ([`tls`]), the unix socket's peer uid ([`peercred`]), and Kerberos ([`kerberos`]): with
+//! `[kerberos]`, the TLS verifier also admits clients without a certificate, and the API
+//! binds such a connection to the principal of its first `Authorization: Negotiate`
+//! ([`crate::api::negotiate`]). [`keytab`] finds the service keytab at
+//! startup; the private `gss_ffi` module is the crate's only unsafe code
+//! (`gss_acquire_cred_from`, which the safe `libgssapi` API lacks).
 
+#[allow(unsafe_code)]
+mod gss_ffi;
+pub mod kerberos;
+pub mod keytab;
 pub mod peercred;
 pub mod tls;
 

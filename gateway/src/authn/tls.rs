@@ -1,8 +1,9 @@
 //! TLS with client certificates: the server configuration, and the identity in a certificate.
 //!
 //! rustls (ring provider, TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`) requires a client
-//! certificate that chains to `tls.client_ca` and is not revoked by `tls.crl`. The user is the
-//! certificate's subject CN. CRLs are fixed per `ServerConfig`: a reload builds a new one.
+//! certificate that chains to `tls.client_ca` and is not revoked by `tls.crl`; with
+//! `[kerberos]` a client may also present none and log in with Negotiate instead
+//! ([`kerberos`](super::kerberos)). The user is the certificate's subject CN. CRLs are fixed per `ServerConfig`: a reload builds a new one.
 //! Failed handshakes are classified by [`handshake_failure_reason`] for the log.
 
 use std::path::{Path, PathBuf};
@@ -119,6 +120,35 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// The verifier for client certificates chaining to `ca_path` (and not revoked by `tls.crl`).
+fn client_verifier(
+    tls: &config::Tls,
+    ca_path: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    allow_unauthenticated: bool,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs("tls.client_ca", ca_path)? {
+        roots.add(ca).map_err(|source| TlsError::Rustls {
+            path: ca_path.to_owned(),
+            source,
+        })?;
+    }
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if let Some(crl) = &tls.crl {
+        verifier = verifier
+            .with_crls(load_crls(crl)?)
+            .only_check_end_entity_revocation();
+    }
+    if allow_unauthenticated {
+        verifier = verifier.allow_unauthenticated();
+    }
+    verifier.build().map_err(|source| TlsError::Verifier {
+        path: ca_path.to_owned(),
+        source,
+    })
+}
+
 fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let text = std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
@@ -137,30 +167,19 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     Ok(crls)
 }
 
-/// Build the rustls server configuration from `[tls]`.
-pub fn server_config(tls: &config::Tls) -> Result<Arc<ServerConfig>, TlsError> {
+/// Build the rustls server configuration from `[tls]`. With `kerberos`, clients may also
+/// come without a certificate (they then log in with Negotiate); a certificate they do
+/// present is verified exactly as without it. Without `tls.client_ca` (Kerberos-only) no
+/// certificate is asked for at all.
+pub fn server_config(tls: &config::Tls, kerberos: bool) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = load_certs("tls.cert", &tls.cert)?;
     let key = load_key(&tls.key)?;
-    let ca_path = tls.client_ca.as_deref().ok_or(TlsError::NoClientCa)?;
-    let mut roots = RootCertStore::empty();
-    for ca in load_certs("tls.client_ca", ca_path)? {
-        roots.add(ca).map_err(|source| TlsError::Rustls {
-            path: ca_path.to_owned(),
-            source,
-        })?;
-    }
-    let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    if let Some(crl) = &tls.crl {
-        verifier = verifier
-            .with_crls(load_crls(crl)?)
-            .only_check_end_entity_revocation();
-    }
-    let verifier = verifier.build().map_err(|source| TlsError::Verifier {
-        path: ca_path.to_owned(),
-        source,
-    })?;
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &tls.client_ca {
+        Some(ca_path) => client_verifier(tls, ca_path, provider.clone(), kerberos)?,
+        None if kerberos => WebPkiClientVerifier::no_client_auth(),
+        None => return Err(TlsError::NoClientCa),
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|source| TlsError::Rustls {
@@ -268,7 +287,7 @@ mod tests {
             client_ca: Some("/nonexistent/ca.pem".into()),
             crl: None,
         };
-        let e = server_config(&tls).unwrap_err();
+        let e = server_config(&tls, false).unwrap_err();
         let shown = e.to_string();
         assert!(
             shown.contains("tls.cert") && shown.contains("/nonexistent/server.pem"),

@@ -273,6 +273,29 @@ mod tests {
     }
 
     #[test]
+    fn kerberos_identities_match_by_user_or_full_principal() {
+        let p = Policy::new(&[
+            rule(&["alice"], &["web*"], Role::Viewer),
+            rule(&["alice@EXAMPLE.ORG"], &["db*"], Role::Viewer),
+        ]);
+        let kerberos = |user: &str, principal: &str| Identity {
+            method: AuthMethod::Kerberos,
+            ..id(user, &[], Some(principal))
+        };
+        // strip_realm lists EXAMPLE.ORG: user `alice`, principal `alice@EXAMPLE.ORG`.
+        let stripped = kerberos("alice", "alice@EXAMPLE.ORG");
+        assert_eq!(p.role_on(&stripped, "web1"), Some(Role::Viewer));
+        assert_eq!(p.role_on(&stripped, "db1"), Some(Role::Viewer));
+        // Another realm keeps its realm in the user name: only the exact principal matches.
+        let foreign = kerberos("alice@OTHER.ORG", "alice@OTHER.ORG");
+        assert_eq!(p.role_on(&foreign, "web1"), None);
+        assert_eq!(p.role_on(&foreign, "db1"), None);
+        let unstripped = kerberos("alice@EXAMPLE.ORG", "alice@EXAMPLE.ORG");
+        assert_eq!(p.role_on(&unstripped, "db1"), Some(Role::Viewer));
+        assert_eq!(p.role_on(&unstripped, "web1"), None);
+    }
+
+    #[test]
     fn action_matrix() {
         use Action::*;
         let actions = [

@@ -33,8 +33,7 @@ pub struct Config {
     /// Server certificate and the CA that signs client certificates; required for TCP listeners.
     #[serde(default)]
     pub tls: Option<Tls>,
-    /// Kerberos (HTTP Negotiate) login. Parsed so the contract is stable; not supported by this
-    /// build yet, so validation rejects it with a clear message.
+    /// Kerberos (HTTP Negotiate) login for TLS clients without a certificate.
     #[serde(default)]
     pub kerberos: Option<Kerberos>,
     /// The hypervisor behind the gateway.
@@ -71,7 +70,8 @@ pub struct Tls {
     pub cert: PathBuf,
     /// The server's private key (PEM, PKCS#8 unencrypted, or PKCS#1/SEC1).
     pub key: PathBuf,
-    /// CA certificate(s) (PEM) that client certificates must chain to; enables certificate login.
+    /// CA certificate(s) (PEM) that client certificates must chain to; enables certificate
+    /// login. May be left out when `[kerberos]` is set (Kerberos-only gateway).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
     /// Certificate revocation list(s) (PEM) of that CA; revoked client certificates are refused.
@@ -79,18 +79,26 @@ pub struct Tls {
     pub crl: Option<PathBuf>,
 }
 
-/// `[kerberos]`: HTTP Negotiate login (a later version implements it).
+/// Service name of the Kerberos acceptor when `kerberos.service` is not set.
+pub const DEFAULT_KERBEROS_SERVICE: &str = "HTTP";
+
+/// `[kerberos]`: HTTP Negotiate (RFC 4559) login over TLS, for clients without a certificate.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Kerberos {
     /// The keytab holding the service key; when unset: `$KRB5_KTNAME`,
-    /// `/etc/virtgate/krb5.keytab`, `/etc/krb5.keytab`.
+    /// `/etc/virtgate/krb5.keytab`, `/etc/krb5.keytab` (the first that works).
     #[serde(default)]
     pub keytab: Option<PathBuf>,
     /// Service name of the acceptor `SERVICE@host` (default `HTTP`).
     #[serde(default)]
     pub service: Option<String>,
-    /// Realms removed from principals to form user names (`alice@EXAMPLE.ORG` -> `alice`).
+    /// Host name of the acceptor `SERVICE@host`, as clients spell the gateway's name
+    /// (default: the system host name). The keytab needs a key for `SERVICE/host@REALM`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Realms removed from principals to form user names (`alice@EXAMPLE.ORG` -> `alice`);
+    /// principals of other realms keep their realm in the user name.
     #[serde(default)]
     pub strip_realm: Vec<String>,
 }
@@ -205,11 +213,26 @@ impl Config {
         if let Some(u) = &self.listen.unix {
             listeners.push(format!("unix {}", u.display()));
         }
+        let mut logins = Vec::new();
+        if self.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
+            logins.push("certificate".to_owned());
+        }
+        if let Some(k) = &self.kerberos {
+            logins.push(format!(
+                "kerberos ({}@{})",
+                k.service.as_deref().unwrap_or("HTTP"),
+                k.host.as_deref().unwrap_or("this host")
+            ));
+        }
+        if self.listen.unix.is_some() {
+            logins.push("unix".to_owned());
+        }
         format!(
-            "{} domains, {} rules, listeners {}",
+            "{} domains, {} rules, listeners {}, logins {}",
             self.backend.domains.len(),
             self.rules.len(),
-            listeners.join(", ")
+            listeners.join(", "),
+            logins.join(", ")
         )
     }
 }

@@ -58,6 +58,7 @@ pub fn validate(config: &Config) -> Vec<Invalid> {
     let mut p = Problems(Vec::new());
     listen(config, &mut p);
     tls(config, &mut p);
+    kerberos(config, &mut p);
     backend(config, &mut p);
     rules(config, &mut p);
     if let Some(a) = &config.audit {
@@ -98,14 +99,7 @@ fn listen(config: &Config, p: &mut Problems) {
 }
 
 fn tls(config: &Config, p: &mut Problems) {
-    if let Some(k) = &config.kerberos {
-        let _ = k;
-        p.add(
-            "kerberos",
-            "Kerberos login is not supported in this build yet",
-            "remove the [kerberos] table; use client certificates ([tls] client_ca) for now",
-        );
-    }
+    let kerberos = config.kerberos.is_some();
     match &config.tls {
         None if !config.listen.tcp.is_empty() => p.add(
             "tls",
@@ -118,10 +112,11 @@ fn tls(config: &Config, p: &mut Problems) {
             p.absolute("tls.key".into(), &t.key);
             match &t.client_ca {
                 Some(ca) => p.absolute("tls.client_ca".into(), ca),
+                None if kerberos => {}
                 None => p.add(
                     "tls.client_ca",
                     "not set: no client could log in over TLS",
-                    "set client_ca to the CA that signs client certificates (virtgate-pki's ca.pem)",
+                    "set client_ca to the CA that signs client certificates (virtgate-pki's ca.pem), or add [kerberos]",
                 ),
             }
             if let Some(crl) = &t.crl {
@@ -134,6 +129,56 @@ fn tls(config: &Config, p: &mut Problems) {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A host or service name: non-empty, no `@`, `/`, spaces or control characters.
+fn name_problem(s: &str) -> Option<&'static str> {
+    if s.trim().is_empty() {
+        Some("empty")
+    } else if s.contains(['@', '/']) || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains `@`, `/`, a space or a control character")
+    } else {
+        None
+    }
+}
+
+fn kerberos(config: &Config, p: &mut Problems) {
+    let Some(k) = &config.kerberos else {
+        return;
+    };
+    if config.tls.is_none() || config.listen.tcp.is_empty() {
+        p.add(
+            "kerberos",
+            "Kerberos login runs over TLS, but no TCP listener with [tls] is configured",
+            "add tcp = [\"[::]:16520\"] to [listen] and [tls] with cert and key",
+        );
+    }
+    if let Some(kt) = &k.keytab {
+        p.absolute("kerberos.keytab".into(), kt);
+    }
+    if let Some(why) = k.service.as_deref().and_then(name_problem) {
+        p.add(
+            "kerberos.service",
+            format!("service name {why}"),
+            "remove it to use HTTP (what curl and browsers ask for)",
+        );
+    }
+    if let Some(why) = k.host.as_deref().and_then(name_problem) {
+        p.add(
+            "kerberos.host",
+            format!("host name {why}"),
+            "write the gateway's host name as clients use it, e.g. \"gw.example.org\"",
+        );
+    }
+    for (i, r) in k.strip_realm.iter().enumerate() {
+        if let Some(why) = name_problem(r) {
+            p.add(
+                format!("kerberos.strip_realm[{i}]"),
+                format!("realm {why}"),
+                "write the realm alone, e.g. \"EXAMPLE.ORG\"",
+            );
         }
     }
 }
@@ -330,11 +375,30 @@ vnc = "/r/a/vnc.sock"
         let ps = problems(&BASE.replace("[::]:0", "localhost:80"));
         assert_eq!(keys(&ps), ["listen.tcp[0]"]);
         assert!(ps[0].hint.contains("[::]:16520"));
-        let ps = problems(&format!("{BASE}[kerberos]\nservice = \"HTTP\"\n"));
-        assert_eq!(keys(&ps), ["kerberos"]);
-        assert!(ps[0].message.contains("not supported in this build yet"));
         let head = BASE.split("[[backend.domain]]").next().unwrap();
         assert_eq!(keys(&problems(head)), ["backend.domain"]);
+    }
+
+    #[test]
+    fn kerberos_may_replace_client_ca_and_checks_its_names() {
+        let no_ca = BASE.replace("client_ca = \"/p/ca.pem\"\n", "");
+        let kerberos = "[kerberos]\nservice = \"HTTP\"\nhost = \"gw.example.org\"\nstrip_realm = [\"EXAMPLE.ORG\"]\n";
+        assert!(problems(&format!("{no_ca}{kerberos}")).is_empty());
+        assert!(problems(&format!("{BASE}{kerberos}")).is_empty());
+        let bad = "[kerberos]\nkeytab = \"rel.keytab\"\nservice = \"HTTP/x\"\nhost = \"\"\nstrip_realm = [\"a b\"]\n";
+        assert_eq!(
+            keys(&problems(&format!("{BASE}{bad}"))),
+            [
+                "kerberos.keytab",
+                "kerberos.service",
+                "kerberos.host",
+                "kerberos.strip_realm[0]"
+            ]
+        );
+        let unix_only = "[listen]\nunix = \"/run/v.sock\"\n[backend]\nkind = \"qemu\"\n[[backend.domain]]\nname = \"a\"\nqmp = \"/q\"\n";
+        let ps = problems(&format!("{unix_only}{kerberos}"));
+        assert_eq!(keys(&ps), ["kerberos"]);
+        assert!(ps[0].message.contains("over TLS"));
     }
 
     #[test]

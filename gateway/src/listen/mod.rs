@@ -2,7 +2,9 @@
 //! with a timeout, authentication, then the HTTP server of [`api`](crate::api).
 //!
 //! One task per listener accepts; one task per connection does the rest, inside a `conn`
-//! span with `id`, `peer` and (once known) `user` fields. Connections over
+//! span with `id`, `peer` and (once known) `user` fields. A TLS client without a certificate
+//! (allowed only with `[kerberos]`) is served as pending: it logs in with HTTP Negotiate on
+//! its first request ([`crate::api::negotiate`]). Connections over
 //! `limits.max_connections` are closed at once. A failed handshake is logged with its
 //! reason and counted; the loop goes on serving others.
 
@@ -23,7 +25,7 @@ use tracing::Instrument as _;
 
 pub use bind::ListenError;
 
-use crate::api::{self, State};
+use crate::api::{self, ConnAuth, State};
 use crate::authn::{peercred, tls};
 use crate::config;
 
@@ -130,17 +132,45 @@ pub async fn accept_tcp(listener: TcpListener, ctx: Arc<Accept>) {
     }
 }
 
+/// Close a connection whose handshake failed so that the client reads our alert.
+///
+/// In TLS 1.3 a client sends its first request right after its Finished, before it learns
+/// that we refused its certificate. Closing a socket with that request unread makes the
+/// kernel send a RST, and the client then fails with "broken pipe" or "connection reset"
+/// instead of reading the alert that says why (revoked, expired, unknown CA). So: send FIN
+/// after the alert, and read and discard what the client still sends, for a short while.
+async fn lingering_close(mut io: TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = io.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left: usize = 256 * 1024;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How long [`lingering_close`] waits for the client to finish and close.
+const LINGER: Duration = Duration::from_secs(2);
+
 async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
     let Some(acceptor) = ctx.tls.clone() else {
         return;
     };
     let _ = stream.set_nodelay(true);
     let metrics = &ctx.state.metrics;
-    let tls = match tokio::time::timeout(ctx.handshake_timeout, acceptor.accept(stream)).await {
+    let accept = acceptor.accept(stream).into_fallible();
+    let tls = match tokio::time::timeout(ctx.handshake_timeout, accept).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(Err((e, io))) => {
             metrics.handshake_failures.fetch_add(1, Relaxed);
             tracing::warn!(reason = %tls::handshake_failure_reason(&e), "TLS handshake failed");
+            lingering_close(io).await;
             return;
         }
         Err(_) => {
@@ -157,18 +187,27 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
         .alpn_protocol()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_else(|| "none".into());
-    let identity = match tls::identity_from_certs(conn.peer_certificates(), Some(peer.to_string()))
-    {
-        Ok(id) => id,
+    let auth = match tls::identity_from_certs(conn.peer_certificates(), Some(peer.to_string())) {
+        Ok(identity) => {
+            metrics.connections_authenticated.fetch_add(1, Relaxed);
+            tracing::Span::current().record("user", tracing::field::display(&identity.user));
+            tracing::info!(method = %identity.method, alpn = %alpn, "authenticated");
+            ConnAuth::Known(Arc::new(identity))
+        }
+        // Only possible with [kerberos]: the verifier then lets certificate-less clients in.
+        Err(tls::CertIdentityError::NoCertificate) if ctx.state.kerberos.is_some() => {
+            let Some(acceptor) = ctx.state.kerberos.clone() else {
+                return;
+            };
+            tracing::debug!(alpn = %alpn, "no client certificate; waiting for a Kerberos login");
+            ConnAuth::pending(acceptor, peer.to_string())
+        }
         Err(e) => {
             tracing::warn!(reason = %e, "client certificate gives no identity; closing");
             return;
         }
     };
-    metrics.connections_authenticated.fetch_add(1, Relaxed);
-    tracing::Span::current().record("user", tracing::field::display(&identity.user));
-    tracing::info!(method = %identity.method, alpn = %alpn, "authenticated");
-    api::serve_connection(tls, ctx.state.clone(), identity).await;
+    api::serve_connection(tls, ctx.state.clone(), auth).await;
 }
 
 /// Accept unix socket connections until shutdown; the peer's uid is its identity.
@@ -232,5 +271,10 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
         .fetch_add(1, Relaxed);
     tracing::Span::current().record("user", tracing::field::display(&identity.user));
     tracing::info!(uid, method = %identity.method, "authenticated");
-    api::serve_connection(stream, ctx.state.clone(), identity).await;
+    api::serve_connection(
+        stream,
+        ctx.state.clone(),
+        ConnAuth::Known(Arc::new(identity)),
+    )
+    .await;
 }

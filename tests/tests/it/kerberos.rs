@@ -74,13 +74,9 @@ impl KWorld {
     /// A client with `auth = "kerberos"`, no certificate, and `cc` as its ticket cache.
     fn client(&self, name: &str, listener: usize, cc: &std::path::Path) -> ClientUser {
         let port = self.gateway.addrs[listener].port();
-        let host = if listener == 0 {
-            "localhost"
-        } else {
-            "localhost"
-        };
+        // The service principal is HTTP/localhost, so the URL names the host, not an address.
         let profile = format!(
-            "url = \"virtgate://{host}:{port}\"\nca = {:?}\nauth = \"kerberos\"\n",
+            "url = \"virtgate://localhost:{port}\"\nca = {:?}\nauth = \"kerberos\"\n",
             self.pki.ca_pem.display().to_string()
         );
         ClientUser::with_profile(&self.dir.path().join(format!("home-{name}")), &profile)
