@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod kerberos;
 mod pki;
+mod ssh;
 mod vnc;
 
 /// Shared set-up of the API tests: a CA, a QEMU domain `web1` and a gateway granting
