@@ -7,6 +7,8 @@ packages=(
     qemu-system-x86 vncsnapshot curl openssl ca-certificates pkg-config util-linux
     # Kerberos: a real MIT KDC for the tests; headers and libclang to build libgssapi
     krb5-kdc krb5-admin-server krb5-user libkrb5-dev libclang-dev
+    # SSH transport: a real sshd and a non-root user whose login shell is zsh
+    openssh-server openssh-client zsh passwd
 )
 
 missing=()
