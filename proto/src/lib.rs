@@ -11,10 +11,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod lifecycle;
 pub mod path;
 pub mod problem;
 
 pub use api::{AuthMethod, ConsoleKind, Domain, DomainList, DomainState, WhoAmI};
+pub use lifecycle::{
+    Action, ActionResult, Event, EventKind, Outcome, ShutdownRequest, EVENTS_CONTENT_TYPE,
+};
 pub use path::{ApiPath, PathError, TunnelKind};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE};
 

@@ -193,6 +193,13 @@ pub trait Hypervisor: Send + Sync + 'static {
         })
     }
 
+    /// libvirtd's RPC socket for the `/v1/libvirt` passthrough (`read_only`: the read-only
+    /// socket); `None` when this backend has no libvirtd behind it.
+    fn libvirt_socket(&self, read_only: bool) -> Option<PathBuf> {
+        let _ = read_only;
+        None
+    }
+
     /// Stop what the backend started (supervised QEMUs); called once when the gateway exits.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }
