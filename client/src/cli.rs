@@ -35,7 +35,8 @@ pub struct GlobalArgs {
     /// Profile from the config file (default: its `default`)
     #[arg(short = 'p', long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
-    /// Gateway URL: virtgate://HOST[:PORT] (no profile needed with this)
+    /// Gateway URL: virtgate://HOST[:PORT], virtgate+ssh://USER@HOST[:PORT][/SOCKET] or
+    /// virtgate+unix:///SOCKET (no profile needed with this)
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
     /// CA certificate (PEM) that verifies the gateway
@@ -53,6 +54,12 @@ pub struct GlobalArgs {
     /// File whose first line is the key passphrase
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// SSH private key to try after the ssh-agent's keys (instead of ~/.ssh/id_*)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// SSH: trust an unknown host key and store it in ~/.ssh/known_hosts (never a changed one)
+    #[arg(long, global = true)]
+    pub accept_new_host_key: bool,
 }
 
 /// The commands.
@@ -91,6 +98,72 @@ pub enum Command {
         /// Do not start a viewer, only print the URL
         #[arg(long)]
         no_viewer: bool,
+    },
+    /// Start a domain
+    Start {
+        /// Domain name
+        domain: String,
+        /// Print the gateway's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shut a domain down gracefully (ACPI power button)
+    Shutdown {
+        /// Domain name
+        domain: String,
+        /// Seconds to wait for the guest to power off
+        #[arg(long, value_name = "S", default_value_t = virtgate_proto::lifecycle::DEFAULT_SHUTDOWN_TIMEOUT_S)]
+        timeout: u64,
+        /// Destroy (power off hard) the domain when the timeout passes
+        #[arg(long)]
+        force: bool,
+        /// Print the gateway's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reboot a domain
+    Reboot {
+        /// Domain name
+        domain: String,
+        /// Print the gateway's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Power a domain off hard (like pulling the plug)
+    Destroy {
+        /// Domain name
+        domain: String,
+        /// Print the gateway's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save a PNG screenshot of a domain's display; prints `FILE: WxH PNG, N bytes`
+    Screenshot {
+        /// Domain name
+        domain: String,
+        /// Where to write it (default DOM.png in the current folder; `-` for stdout)
+        #[arg(short = 'o', long = "output", value_name = "FILE.png")]
+        output: Option<PathBuf>,
+    },
+    /// Follow domain lifecycle events (started, stopped, crashed) until Ctrl-C
+    Events {
+        /// Print the gateway's JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect to a domain's serial console; Ctrl-] leaves
+    Console {
+        /// Domain name
+        domain: String,
+    },
+    /// Serve libvirt's RPC on a local unix socket for virsh / virt-manager; prints the URI first
+    Libvirt {
+        /// The local socket (default $XDG_RUNTIME_DIR/virtgate/libvirt-PROFILE.sock)
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Read-only: libvirtd's read-only socket (the viewer role suffices)
+        #[arg(long)]
+        ro: bool,
     },
 }
 
@@ -133,6 +206,14 @@ pub struct Settings {
     pub service: String,
     /// Where an encrypted key's passphrase comes from.
     pub passphrase: PassphraseSources,
+    /// SSH: the key file to try after the agent (`--ssh-key` or the profile's `ssh_key`).
+    pub ssh_key: Option<PathBuf>,
+    /// SSH: store an unknown host key in known_hosts instead of stopping.
+    pub accept_new_host_key: bool,
+    /// `$HOME`: where `~/.ssh` is.
+    pub home: Option<PathBuf>,
+    /// The local user name (`$USER`), the SSH login when the URL names none.
+    pub local_user: Option<String>,
 }
 
 impl GlobalArgs {
@@ -149,6 +230,14 @@ impl GlobalArgs {
             }
         };
         let url = GatewayUrl::parse(&url_text)?;
+        if matches!(url, GatewayUrl::Ssh { .. }) && self.auth == Some(AuthKind::Kerberos) {
+            return Err(Error::Setting {
+                message: format!("--auth kerberos does not go with the SSH URL {url}"),
+                hint: "over SSH, sshd authenticates you (ssh-agent or key files); use a \
+                       virtgate://HOST URL for Kerberos single sign-on"
+                    .into(),
+            });
+        }
         let pick = |flag: &Option<PathBuf>, prof: Option<&PathBuf>| flag.clone().or(prof.cloned());
         Ok(Settings {
             url,
@@ -171,6 +260,10 @@ impl GlobalArgs {
                     .map(|v| Zeroizing::new(v.to_string_lossy().into_owned())),
                 command: profile.and_then(|p| p.passphrase_command.clone()),
             },
+            ssh_key: pick(&self.ssh_key, profile.and_then(|p| p.ssh_key.as_ref())),
+            accept_new_host_key: self.accept_new_host_key,
+            home: env.home.as_ref().map(PathBuf::from),
+            local_user: env.user.as_ref().map(|u| u.to_string_lossy().into_owned()),
         })
     }
 }
@@ -321,6 +414,42 @@ passphrase_command = "pass show hv1"
     }
 
     #[test]
+    fn ssh_settings_from_flags_profile_and_env() {
+        let text = "[profile.s]\nurl = \"virtgate+ssh://hv2\"\nssh_key = \"k/id\"\n\
+                    auth = \"kerberos\"\n";
+        let p = Profiles::parse(Path::new("/cfg/config.toml"), text, None).unwrap();
+        let env = Env {
+            home: Some("/home/a".into()),
+            user: Some("alice".into()),
+            ..Default::default()
+        };
+        let s = GlobalArgs::default().resolve(&p, &env).unwrap();
+        assert_eq!(s.ssh_key.as_deref(), Some(Path::new("/cfg/k/id")));
+        assert_eq!(s.home.as_deref(), Some(Path::new("/home/a")));
+        assert_eq!(s.local_user.as_deref(), Some("alice"));
+        assert!(!s.accept_new_host_key);
+        let cli = Cli::try_parse_from([
+            "virtgate",
+            "whoami",
+            "--ssh-key",
+            "mine",
+            "--accept-new-host-key",
+        ])
+        .unwrap();
+        let s = cli.global.resolve(&p, &env).unwrap();
+        assert_eq!(s.ssh_key.as_deref(), Some(Path::new("mine")));
+        assert!(s.accept_new_host_key);
+        // the profile's auth is ignored over SSH, the flag is an error
+        let g = GlobalArgs {
+            auth: Some(AuthKind::Kerberos),
+            ..Default::default()
+        };
+        let e = g.resolve(&p, &env).unwrap_err();
+        assert!(e.to_string().contains("--auth kerberos"), "{e}");
+        assert!(e.hint().unwrap().contains("sshd authenticates"));
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!(parse_listen("[::1]:0").unwrap(), "[::1]:0".parse().unwrap());
         assert_eq!(parse_listen("::1").unwrap(), "[::1]:0".parse().unwrap());
@@ -353,5 +482,66 @@ passphrase_command = "pass show hv1"
             Cli::try_parse_from(["virtgate", "vnc", "vm1", "--no-viewer", "--viewer", "x"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn lifecycle_and_console_commands_parse() {
+        let parse = |args: &[&str]| {
+            let mut v = vec!["virtgate"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).map(|c| c.command)
+        };
+        match parse(&["shutdown", "web1", "--timeout", "2", "--force"]).unwrap() {
+            Command::Shutdown {
+                domain,
+                timeout,
+                force,
+                json,
+            } => assert!(domain == "web1" && timeout == 2 && force && !json),
+            c => panic!("{c:?}"),
+        }
+        match parse(&["shutdown", "web1"]).unwrap() {
+            Command::Shutdown { timeout, force, .. } => {
+                assert!(timeout == virtgate_proto::lifecycle::DEFAULT_SHUTDOWN_TIMEOUT_S && !force)
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(parse(&["shutdown", "web1", "--timeout", "soon"]).is_err());
+        assert!(matches!(
+            parse(&["start", "web1", "--json"]).unwrap(),
+            Command::Start { json: true, .. }
+        ));
+        assert!(matches!(
+            parse(&["reboot", "a"]).unwrap(),
+            Command::Reboot { .. }
+        ));
+        assert!(matches!(
+            parse(&["destroy", "a"]).unwrap(),
+            Command::Destroy { .. }
+        ));
+        assert!(parse(&["start"]).is_err());
+        match parse(&["screenshot", "web1", "-o", "x.png"]).unwrap() {
+            Command::Screenshot { domain, output } => {
+                assert_eq!(
+                    (domain.as_str(), output),
+                    ("web1", Some(PathBuf::from("x.png")))
+                )
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            parse(&["events", "--json"]).unwrap(),
+            Command::Events { json: true }
+        ));
+        assert!(matches!(
+            parse(&["console", "web1"]).unwrap(),
+            Command::Console { .. }
+        ));
+        match parse(&["libvirt", "--ro", "--socket", "/tmp/l.sock"]).unwrap() {
+            Command::Libvirt { socket, ro } => {
+                assert!(ro && socket == Some(PathBuf::from("/tmp/l.sock")))
+            }
+            c => panic!("{c:?}"),
+        }
     }
 }

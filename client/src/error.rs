@@ -6,9 +6,11 @@
 //!
 //! The TLS part ([`TlsFailure`], in `error/tls.rs`) turns rustls errors into sentences,
 //! including the alerts by which the gateway rejects our certificate. The Kerberos part
-//! ([`KerberosFailure`], in `error/kerberos.rs`) does the same for GSS-API status texts.
+//! ([`KerberosFailure`], in `error/kerberos.rs`) does the same for GSS-API status texts, and
+//! the SSH part ([`SshFailure`], in `error/ssh.rs`) for host keys, logins and channels.
 
 mod kerberos;
+mod ssh;
 mod tls;
 
 use std::error::Error as StdError;
@@ -20,6 +22,7 @@ use virtgate_proto::Problem;
 pub use kerberos::{
     default_realm, krb5_conf_paths, parse_default_realm, KerberosContext, KerberosFailure,
 };
+pub use ssh::SshFailure;
 pub use tls::{find_tls_error, TlsContext, TlsFailure};
 
 use crate::url::UrlError;
@@ -153,6 +156,18 @@ pub enum Error {
         /// Context for the hint (service, host, user, realm); boxed to keep `Error` small.
         context: Box<KerberosContext>,
     },
+    /// The SSH transport failed (sshd, host key, login, the channel to the gateway socket);
+    /// boxed to keep `Error` small.
+    #[error(transparent)]
+    Ssh(Box<SshFailure>),
+    /// The gateway's unix socket on this machine cannot be connected to.
+    #[error("cannot connect to the gateway socket {}: {}", path.display(), io_reason(error))]
+    UnixSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
     /// The gateway answered with a problem+json body.
     #[error("{problem}")]
     Problem {
@@ -184,6 +199,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A local file or socket a command writes, creates or listens on cannot be used.
+    #[error("cannot {action} {}", path.display())]
+    LocalFile {
+        /// What was tried (`write`, `listen on`, ...).
+        action: &'static str,
+        /// The file or socket.
+        path: PathBuf,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The terminal cannot be switched to raw mode (or read).
+    #[error("cannot set up the terminal for the console")]
+    Terminal(#[source] std::io::Error),
     /// Writing to standard output failed (other than a closed pipe, which is not an error).
     #[error("cannot write to standard output")]
     Output(#[source] std::io::Error),
@@ -198,6 +227,12 @@ pub enum Error {
         /// What to do.
         hint: String,
     },
+}
+
+impl From<SshFailure> for Error {
+    fn from(f: SshFailure) -> Error {
+        Error::Ssh(Box::new(f))
+    }
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -277,7 +312,7 @@ impl Error {
                 path.display()
             ),
             Error::Config { .. } => "profile keys are: url, ca, cert, key, auth (cert|kerberos), \
-                 service (Kerberos, default HTTP), passphrase_command; the top level has `default` and [profile.NAME] tables"
+                 service (Kerberos, default HTTP), passphrase_command, ssh_key (SSH); the top level has `default` and [profile.NAME] tables"
                 .into(),
             Error::UnknownProfile { known, .. } | Error::NoDefaultProfile { known, .. } => {
                 if known.is_empty() {
@@ -314,6 +349,8 @@ impl Error {
             }
             Error::Tls { failure, context } => failure.hint(context),
             Error::Kerberos { failure, context } => failure.hint(context),
+            Error::Ssh(failure) => failure.hint(),
+            Error::UnixSocket { path, error } => crate::transport::unix::hint(path, error),
             Error::Problem { problem } => problem.hint.clone()?,
             Error::BadResponse { .. } => {
                 "is the URL a virtgated gateway of a matching version?".into()
@@ -323,6 +360,24 @@ impl Error {
             }
             Error::Listen { .. } => {
                 "pick another address or port with --listen (e.g. 127.0.0.1:0 for any free port)"
+                    .into()
+            }
+            Error::LocalFile { action, path, .. } => {
+                let folder = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| ".".into());
+                if action.contains("socket") || action.contains("listen") {
+                    format!(
+                        "check that {folder} exists and is yours, or pick another path with --socket PATH"
+                    )
+                } else {
+                    format!("check that {folder} exists and that you may write there, or pick another file with -o FILE")
+                }
+            }
+            Error::Terminal(_) => {
+                "run it in a real terminal, or pipe its input (`printf 'ls\\n' | virtgate console DOM`)"
                     .into()
             }
             Error::Output(_) | Error::Runtime(_) => return None,

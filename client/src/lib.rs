@@ -10,10 +10,15 @@
 //! config.toml ─▶ profile::Profiles ┘        (flags > profile > defaults; url::GatewayUrl)
 //!
 //! Settings ──▶ transport::Transport::prepare   read CA/cert, unlock key (passphrase::…);
-//!                                              kerberos: CA only, no cert/key
+//!                                              kerberos: CA only, no cert/key; ssh: user,
+//!                                              ~/.ssh, key files named (not read yet)
 //!          ──▶ Transport::connect              TCP + TLS 1.3 (ALPN h2) → one byte stream;
 //!                                              kerberos: + first GSS-API token (SPNEGO,
-//!                                              HTTP@host, blocking pool), concurrently
+//!                                              HTTP@host, blocking pool), concurrently;
+//!                                              ssh: TCP + SSH (host key ↔ known_hosts,
+//!                                              agent keys, then key files) → one
+//!                                              direct-streamlocal channel to the socket;
+//!                                              unix: connect to the local socket
 //!          ──▶ session::Session::connect       HTTP/2 over that stream, driven by a task
 //!          ──▶ (kerberos) first request        `Authorization: Negotiate` (others wait);
 //!                                              gateway's mutual token checked → bound
@@ -27,14 +32,15 @@
 //! - [`profile`]: the per-user config file (`$VIRTGATE_CONFIG`, XDG), profile selection.
 //! - [`url`]: `virtgate://`, `virtgate+ssh://`, `virtgate+unix://` URLs.
 //! - [`passphrase`]: where an encrypted key's passphrase comes from.
-//! - [`transport`]: how the byte stream to the gateway is made (TLS with a certificate, or
-//!   Kerberos: TLS without one plus HTTP Negotiate; SSH and unix later, all ending in the
-//!   same stream).
+//! - [`transport`]: how the byte stream to the gateway is made (TLS with a certificate;
+//!   Kerberos: TLS without one plus HTTP Negotiate; SSH: the host's sshd and a
+//!   `direct-streamlocal` channel to the gateway's socket, nothing run on the host; the
+//!   local unix socket), all ending in the same stream.
 //! - [`session`]: the one HTTP/2 connection every call and tunnel of a command shares; with
 //!   Kerberos its first request logs the connection in.
 //! - [`cmd`]: the commands.
-//! - [`error`]: every failure with a message and a hint (TLS alerts and GSS-API statuses in
-//!   words).
+//! - [`error`]: every failure with a message and a hint (TLS alerts, GSS-API statuses, SSH
+//!   host keys, logins and channel refusals in words).
 //!
 //! Wire types and paths come from `virtgate-proto`; key and certificate files are read with
 //! `virtgate-pki`. The client never links the gateway.
@@ -70,9 +76,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
+    let profile = settings.profile.clone();
     let result = runtime.block_on(async move {
         let session = Session::connect(&transport).await?;
-        cmd::run(cli.command, session).await
+        cmd::run(cli.command, session, profile.as_deref()).await
     });
     // Do not wait for tunnels or the connection task: the command is over.
     runtime.shutdown_background();

@@ -64,11 +64,17 @@ impl PassphraseSources {
 
     /// Get the passphrase for `key` from the first configured source.
     pub fn get(&self, key: &Path) -> Result<Zeroizing<String>, Error> {
+        self.get_with_prompt(key, &format!("passphrase for {}: ", key.display()))
+    }
+
+    /// [`PassphraseSources::get`] with the terminal prompt's text given (SSH keys are
+    /// asked for as OpenSSH does: `Enter passphrase for key PATH: `).
+    pub fn get_with_prompt(&self, key: &Path, text: &str) -> Result<Zeroizing<String>, Error> {
         match self.source() {
             Source::File(path) => read_file(&path),
             Source::Env => Ok(self.env.clone().unwrap_or_default()),
             Source::Command(cmd) => run_command(&cmd),
-            Source::Prompt => prompt(key),
+            Source::Prompt => prompt(key, text),
         }
     }
 }
@@ -121,8 +127,8 @@ fn run_command(cmd: &str) -> Result<Zeroizing<String>, Error> {
 }
 
 /// Ask on the controlling terminal; no terminal is an error naming the other sources.
-fn prompt(key: &Path) -> Result<Zeroizing<String>, Error> {
-    rpassword::prompt_password(format!("passphrase for {}: ", key.display()))
+fn prompt(key: &Path, text: &str) -> Result<Zeroizing<String>, Error> {
+    rpassword::prompt_password(text)
         .map(Zeroizing::new)
         .map_err(|_| Error::NoTerminal {
             path: key.to_owned(),

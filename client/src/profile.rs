@@ -11,6 +11,10 @@
 //! auth = "cert"                # cert | kerberos
 //! service = "HTTP"             # kerberos: the gateway is HTTP/host@REALM (the default)
 //! passphrase_command = "pass show virtgate/hv1"
+//!
+//! [profile.hv2]
+//! url = "virtgate+ssh://alice@hv2.example.org"   # ca/cert/key/auth are not used over SSH
+//! ssh_key = "~/.ssh/id_hv2"    # optional: the key file to try after the ssh-agent's keys
 //! ```
 //!
 //! Unknown keys are errors that name the line and column. Nothing under /etc is read.
@@ -45,6 +49,8 @@ pub struct Env {
     pub home: Option<OsString>,
     /// `$VIRTGATE_KEY_PASSPHRASE`.
     pub key_passphrase: Option<OsString>,
+    /// `$USER` (else `$LOGNAME`): the SSH login name when the URL names none.
+    pub user: Option<OsString>,
 }
 
 impl Env {
@@ -56,6 +62,7 @@ impl Env {
             xdg_config_home: get("XDG_CONFIG_HOME"),
             home: get("HOME"),
             key_passphrase: get("VIRTGATE_KEY_PASSPHRASE"),
+            user: get("USER").or_else(|| get("LOGNAME")),
         }
     }
 
@@ -102,6 +109,8 @@ struct ProfileFile {
     service: Option<String>,
     /// Shell command whose first stdout line is the key passphrase.
     passphrase_command: Option<String>,
+    /// SSH private key file (OpenSSH format, may be encrypted); relative to the config folder.
+    ssh_key: Option<PathBuf>,
 }
 
 /// A profile with its paths made absolute.
@@ -123,6 +132,8 @@ pub struct Profile {
     pub service: Option<String>,
     /// Shell command whose first stdout line is the key passphrase.
     pub passphrase_command: Option<String>,
+    /// SSH private key file for `virtgate+ssh://` URLs (tried after the ssh-agent's keys).
+    pub ssh_key: Option<PathBuf>,
 }
 
 /// All profiles of one config file.
@@ -179,6 +190,7 @@ impl Profiles {
                     auth: p.auth,
                     service: p.service,
                     passphrase_command: p.passphrase_command,
+                    ssh_key: fix(p.ssh_key),
                 };
                 (name, profile)
             })
@@ -277,6 +289,10 @@ passphrase_command = "pass show x"
 
 [profile.lab]
 url = "virtgate://[::1]:7000"
+
+[profile.ssh]
+url = "virtgate+ssh://alice@hv2"
+ssh_key = "keys/id_hv2"
 "#;
 
     fn parsed() -> Profiles {
@@ -302,6 +318,10 @@ url = "virtgate://[::1]:7000"
             Some(Path::new("/home/a/keys/alice.key"))
         );
         assert_eq!(hv1.auth, Some(AuthKind::Cert));
+        assert_eq!(
+            p.profiles["ssh"].ssh_key.as_deref(),
+            Some(Path::new("/home/a/.config/virtgate/keys/id_hv2"))
+        );
     }
 
     #[test]
@@ -313,7 +333,7 @@ url = "virtgate://[::1]:7000"
         assert!(p.select(None, true).unwrap().is_none());
         let e = p.select(Some("nope"), false).unwrap_err();
         assert!(e.to_string().contains("no profile `nope`"));
-        assert!(e.hint().unwrap().contains("hv1, lab"));
+        assert!(e.hint().unwrap().contains("hv1, lab, ssh"));
     }
 
     #[test]

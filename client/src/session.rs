@@ -2,7 +2,10 @@
 //!
 //! [`Session::connect`] opens the transport and runs the HTTP/2 handshake; a spawned task
 //! drives the connection while [`Session`] handles (cheap clones of hyper's `SendRequest`)
-//! issue requests on it. API calls are [`Session::get_json`]; byte tunnels are
+//! issue requests on it. API calls are [`Session::get_json`], [`Session::post_json`] and
+//! [`Session::post_empty`];
+//! binary answers (screenshots) [`Session::get_bytes`]; endless answers (the event stream)
+//! [`Session::get_stream`], read chunk by chunk through [`BodyStream`]; byte tunnels are
 //! [`Session::open_tunnel`] (extended CONNECT, RFC 8441, `:protocol` = `virtgate-stream`).
 //!
 //! With Kerberos the transport hands over a pending login: the connection's first request
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -28,6 +31,7 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 use virtgate_proto::{ApiPath, Problem, PROBLEM_CONTENT_TYPE, TUNNEL_PROTOCOL};
 
@@ -54,6 +58,15 @@ const VERDICT_WAIT: Duration = Duration::from_secs(2);
 
 /// Most Negotiate round trips on one request (SPNEGO and krb5 need one).
 pub const MAX_LEGS: usize = 3;
+
+/// The body of a request and its content type (none for an empty body).
+#[derive(Clone, Default)]
+struct Payload {
+    /// The bytes sent.
+    bytes: Bytes,
+    /// Its `content-type`, when there is a body.
+    content_type: Option<&'static str>,
+}
 
 /// How the connection ended, as recorded by its driver task.
 type Ending = Option<Arc<Option<hyper::Error>>>;
@@ -140,7 +153,91 @@ impl Session {
     /// `GET` an API path and decode its JSON body; error statuses become [`Error::Problem`].
     pub async fn get_json<T: DeserializeOwned>(&self, path: &ApiPath) -> Result<T, Error> {
         let what = format!("GET {}", path.to_path());
-        let resp = self.send(&what, &Method::GET, path).await?;
+        let resp = self
+            .send(&what, &Method::GET, path, &Payload::default())
+            .await?;
+        self.json_answer(what, resp).await
+    }
+
+    /// `POST` a JSON body to an API path and decode the JSON answer; error statuses become
+    /// [`Error::Problem`].
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &ApiPath,
+        body: &B,
+    ) -> Result<T, Error> {
+        let what = format!("POST {}", path.to_path());
+        let bytes = serde_json::to_vec(body).map_err(|e| Error::BadResponse {
+            request: what.clone(),
+            detail: format!("cannot encode the request body: {e}"),
+        })?;
+        let payload = Payload {
+            bytes: Bytes::from(bytes),
+            content_type: Some("application/json"),
+        };
+        let resp = self.send(&what, &Method::POST, path, &payload).await?;
+        self.json_answer(what, resp).await
+    }
+
+    /// `POST` with an empty body to an API path and decode the JSON answer.
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &ApiPath) -> Result<T, Error> {
+        let what = format!("POST {}", path.to_path());
+        let resp = self
+            .send(&what, &Method::POST, path, &Payload::default())
+            .await?;
+        self.json_answer(what, resp).await
+    }
+
+    /// `GET` an API path whose answer is binary (at most `limit` bytes); returns the body and
+    /// its content type. Error statuses become [`Error::Problem`].
+    pub async fn get_bytes(
+        &self,
+        path: &ApiPath,
+        limit: usize,
+    ) -> Result<(Bytes, Option<String>), Error> {
+        let what = format!("GET {}", path.to_path());
+        let resp = self
+            .send(&what, &Method::GET, path, &Payload::default())
+            .await?;
+        let status = resp.status();
+        let content_type = content_type(&resp);
+        let body = self.body_limited(&what, resp, limit).await?;
+        if !status.is_success() {
+            return Err(problem(status, &body));
+        }
+        Ok((body, content_type))
+    }
+
+    /// `GET` an API path whose answer goes on as long as the gateway likes (the event
+    /// stream); returns the content type and the body to read chunk by chunk. Error statuses
+    /// become [`Error::Problem`].
+    pub async fn get_stream(&self, path: &ApiPath) -> Result<(Option<String>, BodyStream), Error> {
+        let what = format!("GET {}", path.to_path());
+        let resp = self
+            .send(&what, &Method::GET, path, &Payload::default())
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = self.body(&what, resp).await?;
+            return Err(problem(status, &body));
+        }
+        let content_type = content_type(&resp);
+        Ok((
+            content_type,
+            BodyStream {
+                body: resp.into_body(),
+                session: self.clone(),
+                what,
+            },
+        ))
+    }
+
+    /// A JSON answer: decoded on success, a problem otherwise.
+    async fn json_answer<T: DeserializeOwned>(
+        &self,
+        what: String,
+        resp: Response<Incoming>,
+    ) -> Result<T, Error> {
         let status = resp.status();
         let body = self.body(&what, resp).await?;
         if !status.is_success() {
@@ -155,7 +252,9 @@ impl Session {
     /// Open a byte tunnel (extended CONNECT). A non-200 answer becomes [`Error::Problem`].
     pub async fn open_tunnel(&self, path: &ApiPath) -> Result<TokioIo<Upgraded>, Error> {
         let what = format!("CONNECT {}", path.to_path());
-        let mut resp = self.send(&what, &Method::CONNECT, path).await?;
+        let mut resp = self
+            .send(&what, &Method::CONNECT, path, &Payload::default())
+            .await?;
         let status = resp.status();
         if status != StatusCode::OK {
             let body = self.body(&what, resp).await?;
@@ -184,13 +283,20 @@ impl Session {
         }
     }
 
-    /// A request without a body; CONNECT is an extended CONNECT opening a tunnel.
-    fn request(&self, method: &Method, path: &ApiPath) -> Result<Request<Full<Bytes>>, Error> {
+    /// A request with `payload` as its body; CONNECT is an extended CONNECT opening a tunnel.
+    fn request(
+        &self,
+        method: &Method,
+        path: &ApiPath,
+        payload: &Payload,
+    ) -> Result<Request<Full<Bytes>>, Error> {
         let uri = format!("https://{}{}", self.authority, path.to_path());
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(&uri)
-            .body(Full::new(Bytes::new()))
+        let mut builder = Request::builder().method(method.clone()).uri(&uri);
+        if let Some(ct) = payload.content_type {
+            builder = builder.header(CONTENT_TYPE, ct);
+        }
+        let mut req = builder
+            .body(Full::new(payload.bytes.clone()))
             .map_err(|e| Error::Setting {
                 message: format!("cannot build a request for {uri}: {e}"),
                 hint: "check the domain name".into(),
@@ -209,17 +315,19 @@ impl Session {
         what: &str,
         method: &Method,
         path: &ApiPath,
+        payload: &Payload,
     ) -> Result<Response<Incoming>, Error> {
         let mut login = self.login.lock().await;
         match std::mem::replace(&mut *login, Login::Done) {
             Login::Done => {
                 drop(login);
-                self.send_once(what, self.request(method, path)?).await
+                self.send_once(what, self.request(method, path, payload)?)
+                    .await
             }
             Login::Pending(n) => {
                 // the lock stays held: nothing else is sent until the login is decided
                 *login = Login::Failed(Box::new(n.negotiator.context().clone()));
-                let (resp, bound) = self.negotiate(what, method, path, n).await?;
+                let (resp, bound) = self.negotiate(what, method, path, payload, n).await?;
                 if bound {
                     *login = Login::Done;
                 }
@@ -245,6 +353,7 @@ impl Session {
         what: &str,
         method: &Method,
         path: &ApiPath,
+        payload: &Payload,
         n: Negotiation,
     ) -> Result<(Response<Incoming>, bool), Error> {
         let Negotiation {
@@ -252,7 +361,7 @@ impl Session {
             mut token,
         } = n;
         for leg in 1..=MAX_LEGS {
-            let mut req = self.request(method, path)?;
+            let mut req = self.request(method, path, payload)?;
             req.headers_mut()
                 .insert(AUTHORIZATION, kerberos::authorization(&token));
             let resp = self.send_once(what, req).await?;
@@ -313,7 +422,16 @@ impl Session {
     }
 
     async fn body(&self, what: &str, resp: Response<Incoming>) -> Result<Bytes, Error> {
-        match Limited::new(resp.into_body(), MAX_BODY).collect().await {
+        self.body_limited(what, resp, MAX_BODY).await
+    }
+
+    async fn body_limited(
+        &self,
+        what: &str,
+        resp: Response<Incoming>,
+        limit: usize,
+    ) -> Result<Bytes, Error> {
+        match Limited::new(resp.into_body(), limit).collect().await {
             Ok(b) => Ok(b.to_bytes()),
             Err(e) => {
                 if let Some(h) = e.downcast_ref::<hyper::Error>() {
@@ -371,6 +489,44 @@ impl Session {
             context: Box::new(self.context.clone()),
         }
     }
+}
+
+/// The body of a streamed answer ([`Session::get_stream`]), read chunk by chunk.
+pub struct BodyStream {
+    /// hyper's body.
+    body: Incoming,
+    /// The session, to explain a body that breaks off.
+    session: Session,
+    /// The request, for messages (`GET /v1/events`).
+    what: String,
+}
+
+impl BodyStream {
+    /// The next chunk of data; `None` when the gateway ended the answer. A broken
+    /// connection or a reset stream is an error.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            return Ok(Some(data));
+                        }
+                    }
+                }
+                Some(Err(e)) => return Err(self.session.request_error(&self.what, &e).await),
+            }
+        }
+    }
+}
+
+/// The `content-type` of an answer, when it has a readable one.
+fn content_type(resp: &Response<Incoming>) -> Option<String> {
+    resp.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// The kind of a challenge, for logs (never the token).

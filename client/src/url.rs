@@ -89,7 +89,7 @@ impl UrlError {
     /// What a valid URL looks like, with the user's host when one can be guessed.
     pub fn hint(&self) -> String {
         let forms = "use virtgate://HOST[:PORT] (TLS, port 16520 by default; IPv6 as [::1]), \
-                     virtgate+ssh://USER@HOST[/SOCKET] or virtgate+unix:///PATH";
+                     virtgate+ssh://USER@HOST[:PORT][/SOCKET] or virtgate+unix:///PATH";
         if !self.url.contains("://") && !self.url.is_empty() {
             format!("did you mean virtgate://{}? {forms}", self.url)
         } else {

@@ -189,6 +189,10 @@ fn settings(pki: &Pki, url: &str, cert: Option<&str>) -> Settings {
         auth: AuthKind::Cert,
         service: "HTTP".into(),
         passphrase: PassphraseSources::default(),
+        ssh_key: None,
+        accept_new_host_key: false,
+        home: None,
+        local_user: None,
     }
 }
 

@@ -1,9 +1,22 @@
-//! The audit log: one JSON line per authorization decision, appended to `[audit] path`.
+//! The audit log: one JSON line per authorization decision and one per lifecycle action,
+//! appended to `[audit] path`.
 //!
-//! Minimal for now (issue 5 adds lifecycle outcomes): time, identity, method, peer, action,
-//! domain, decision and the role held. Secrets never reach it (identities carry none). A
-//! line is one `write` on an `O_APPEND` file under a mutex, so lines never interleave; the
-//! write is small and synchronous, which is fine at the rate people open consoles.
+//! Fields: `time` (RFC 3339 UTC), `user`, `method`, `principal` (if any), `peer`, `action`
+//! (`list`, `info`, `screenshot`, `events`, `vnc`, `serial`, `libvirt`, `libvirt_ro`,
+//! `start`, `shutdown`, `reboot`, `destroy`), `domain` (if any), `decision` (`allow` or
+//! `deny`), `role` (held, if any); lifecycle lines add `outcome` (`started`, `shut_down`,
+//! `destroyed`, `rebooted`, `already_in_state`, or `failed: REASON`) and `elapsed_ms`:
+//!
+//! ```text
+//! {"time":"2026-11-27T07:01:02.5Z","user":"alice","method":"certificate","principal":"CN=alice","peer":"[::1]:50312","action":"shutdown","domain":"web1","decision":"allow","role":"operator"}
+//! {"time":"2026-11-27T07:01:04.6Z","user":"alice","method":"certificate","principal":"CN=alice","peer":"[::1]:50312","action":"shutdown","domain":"web1","decision":"allow","role":"operator","outcome":"destroyed","elapsed_ms":2104}
+//! ```
+//!
+//! Secrets never reach it (identities carry none; tokens and passphrases are not logged).
+//! The file is opened for appending and created mode 0640. A line is one `write` on the
+//! `O_APPEND` file under a mutex, so lines never interleave; the write is small and
+//! synchronous, which is fine at the rate people open consoles. A failing write is logged
+//! and never fails the request.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,7 +25,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::authn::Identity;
-use crate::authz::{Action, Decision};
+use crate::authz::{Action, Decision, Role};
 
 /// Why the audit log cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +71,12 @@ struct Record<'a> {
     /// The role they hold on the domain, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
+    /// Lifecycle lines: what happened (`started`, `shut_down`, `failed: ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'a str>,
+    /// Lifecycle lines: how long the action took on the gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elapsed_ms: Option<u64>,
 }
 
 impl AuditLog {
@@ -66,9 +85,11 @@ impl AuditLog {
         let Some(path) = path else {
             return Ok(AuditLog::default());
         };
+        use std::os::unix::fs::OpenOptionsExt as _;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(path)
             .map_err(|source| AuditError {
                 path: path.to_owned(),
@@ -88,8 +109,10 @@ impl AuditLog {
         domain: Option<&str>,
         decision: &Decision,
     ) {
-        let Some(file) = &self.file else { return };
-        let record = Record {
+        if self.file.is_none() {
+            return;
+        }
+        self.write(&Record {
             time: now_rfc3339(),
             user: &id.user,
             method: id.method.as_str(),
@@ -99,8 +122,44 @@ impl AuditLog {
             domain,
             decision: if decision.allowed { "allow" } else { "deny" },
             role: decision.role.map(|r| r.as_str()),
-        };
-        let mut line = match serde_json::to_vec(&record) {
+            outcome: None,
+            elapsed_ms: None,
+        });
+    }
+
+    /// Record what a lifecycle action (allowed before, see [`AuditLog::decision`]) did:
+    /// `outcome` is `started`, `shut_down`, ... or `failed: REASON`.
+    pub fn lifecycle(
+        &self,
+        id: &Identity,
+        action: Action,
+        domain: &str,
+        role: Option<Role>,
+        outcome: &str,
+        elapsed_ms: u64,
+    ) {
+        if self.file.is_none() {
+            return;
+        }
+        self.write(&Record {
+            time: now_rfc3339(),
+            user: &id.user,
+            method: id.method.as_str(),
+            principal: id.principal.as_deref(),
+            peer: id.peer.as_deref(),
+            action: action.as_str(),
+            domain: Some(domain),
+            decision: "allow",
+            role: role.map(Role::as_str),
+            outcome: Some(outcome),
+            elapsed_ms: Some(elapsed_ms),
+        });
+    }
+
+    /// Append one record as one line.
+    fn write(&self, record: &Record<'_>) {
+        let Some(file) = &self.file else { return };
+        let mut line = match serde_json::to_vec(record) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "audit record does not serialize");
@@ -118,7 +177,8 @@ impl AuditLog {
     }
 }
 
-fn now_rfc3339() -> String {
+/// The current time, RFC 3339 UTC (audit lines, events).
+pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".into())
@@ -127,7 +187,7 @@ fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::Role;
+    use virtgate_proto::Action as Op;
 
     #[test]
     fn one_json_line_per_decision() {
@@ -169,6 +229,62 @@ mod tests {
         assert_eq!(lines[0]["peer"], "127.0.0.1:5000");
         assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
         assert_eq!(lines[1]["decision"], "allow");
+        assert!(lines[1].get("outcome").is_none());
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        // created 0640 (the umask may only take bits away)
+        assert_eq!(mode & 0o777 & !0o640, 0, "mode {mode:o}");
+    }
+
+    #[test]
+    fn lifecycle_lines_carry_outcome_and_time_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(Some(&path)).unwrap();
+        let id = Identity {
+            user: "bob".into(),
+            method: virtgate_proto::AuthMethod::Kerberos,
+            principal: Some("bob@EXAMPLE.ORG".into()),
+            groups: vec!["wheel".into()],
+            peer: Some("[::1]:40000".into()),
+        };
+        let shutdown = Action::Lifecycle(Op::Shutdown);
+        log.lifecycle(
+            &id,
+            shutdown,
+            "web1",
+            Some(Role::Operator),
+            "destroyed",
+            2104,
+        );
+        log.lifecycle(
+            &id,
+            Action::Lifecycle(Op::Start),
+            "web1",
+            Some(Role::Operator),
+            "failed: QEMU exited",
+            7,
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let l = &lines[0];
+        assert_eq!(l["action"], "shutdown");
+        assert_eq!(l["outcome"], "destroyed");
+        assert_eq!(l["elapsed_ms"], 2104);
+        assert_eq!(l["method"], "kerberos");
+        assert_eq!(l["principal"], "bob@EXAMPLE.ORG");
+        assert_eq!(l["decision"], "allow");
+        assert_eq!(l["role"], "operator");
+        assert_eq!(lines[1]["action"], "start");
+        assert_eq!(lines[1]["outcome"], "failed: QEMU exited");
+        let keys: Vec<&String> = l.as_object().unwrap().keys().collect();
+        for k in ["time", "user", "method", "peer", "action", "domain"] {
+            assert!(keys.iter().any(|x| *x == k), "{k} missing in {l}");
+        }
     }
 
     #[test]

@@ -13,16 +13,24 @@
 //!   authn/    who is it: TLS client certificate CN (tls.rs), unix peer uid (peercred.rs),
 //!             Kerberos principal (kerberos.rs: acceptor, token steps, strip_realm;
 //!             keytab.rs: search order and why each keytab failed; gss_ffi.rs: the only
-//!             unsafe code, gss_acquire_cred_from) → Identity
+//!             unsafe code, gss_acquire_cred_from; groups.rs: the user's unix groups from
+//!             /etc/passwd + /etc/group, for every login method) → Identity
 //!   api/      hyper auto server (HTTP/1.1 + HTTP/2, extended CONNECT) per connection:
 //!             negotiate.rs binds a certificate-less TLS connection to the principal of
 //!             its first `Authorization: Negotiate` (401 + WWW-Authenticate until then);
-//!             router over virtgate_proto::ApiPath → authz → backend; problem+json errors;
-//!             tunnel.rs splices extended CONNECT streams to console sockets
+//!             router over virtgate_proto::ApiPath → authz → backend; problem+json errors
+//!             (error.rs); domains.rs list/info/screenshot; lifecycle.rs start/shutdown
+//!             (ACPI, wait, force)/reboot/destroy; events.rs NDJSON stream per subscriber; tunnel.rs splices extended CONNECT streams to console sockets
+//!             and libvirtd's RPC sockets
 //!   authz/    pure: Identity × domain × Action → Decision (rules, roles, globs)
-//!   backend/  trait Hypervisor; qemu.rs (QMP state, unix consoles), qmp.rs (client),
-//!             supervise.rs (QEMUs the gateway starts and stops)
-//!   audit.rs  one JSON line per authorization decision
+//!   backend/  trait Hypervisor; qemu.rs (QMP state and lifecycle, unix consoles;
+//!             qemu/screenshot.rs private screendump file), qmp.rs (client),
+//!             supervise.rs (QEMUs the gateway starts and stops); libvirt.rs (every
+//!             libvirtd domain over one `virt` connection; libvirt/conn.rs keepalive and
+//!             reconnect, xml.rs consoles from the live XML, console.rs serial stream
+//!             bridge, image.rs PPM screenshots to PNG)
+//!   events.rs one shared poller (only while someone listens): list → diff → broadcast
+//!   audit.rs  one JSON line per authorization decision and per lifecycle outcome
 //!   metrics.rs counters for GET /v1/metrics
 //!   shutdown.rs SIGTERM/SIGINT → stop accepting, GOAWAY, drain, stop QEMUs
 //!   demo.rs   `virtgated demo`: throwaway PKI, a demo VM, a client profile, then run
@@ -40,6 +48,7 @@ pub mod authz;
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod listen;
 pub mod metrics;
 pub mod shutdown;
@@ -120,6 +129,24 @@ pub fn check(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// Remarks for `check-config` that are not errors: with the libvirt backend, whether
+/// libvirtd answers now (the gateway starts without it and connects when it is up).
+pub fn check_notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if config.backend.kind == config::BackendKind::Libvirt {
+        let uri = config.backend.libvirt_uri();
+        notes.push(
+            match backend::libvirt::probe(uri, Duration::from_secs(5)) {
+                Ok(n) => format!("libvirtd at {uri} answers ({n} domains defined)"),
+                Err(e) => format!(
+                    "libvirtd at {uri} is not reachable now ({e}); the gateway starts anyway and connects when it is up"
+                ),
+            },
+        );
+    }
+    notes
+}
+
 /// Run the gateway until `shutdown`: load TLS, bind, start the backend, print one
 /// `listening on ADDR` line per listener on stdout, call `ready` (the demo writes its files
 /// there), then serve. Returns after the drain, with supervised QEMUs stopped.
@@ -140,8 +167,14 @@ pub async fn run(
     };
     let audit = audit::AuditLog::open(config.audit.as_ref().map(|a| a.path.as_path()))?;
     let listeners = Listeners::bind(&config.listen).await?;
-    let backend: Arc<dyn Hypervisor> =
-        Arc::new(backend::qemu::QemuBackend::start(&config.backend).await?);
+    let backend: Arc<dyn Hypervisor> = match config.backend.kind {
+        config::BackendKind::Qemu => {
+            Arc::new(backend::qemu::QemuBackend::start(&config.backend).await?)
+        }
+        config::BackendKind::Libvirt => {
+            Arc::new(backend::libvirt::LibvirtBackend::start(&config.backend).await)
+        }
+    };
     for addr in listeners.addresses() {
         tracing::info!(%addr, "listening");
         println!("listening on {addr}");
@@ -161,6 +194,7 @@ pub async fn run(
         limits: config.limits.clone(),
         shutdown: shutdown.clone(),
         kerberos,
+        events: events::Hub::new(backend.clone(), shutdown.begin.clone()),
     });
     serve(listeners, state, tls, &config.limits).await;
     backend.shutdown().await;

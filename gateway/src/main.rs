@@ -66,6 +66,9 @@ fn check_config(path: &std::path::Path) -> Result<(), Error> {
     let c = config::load(path)?;
     virtgate_gateway::check(&c)?;
     println!("{}: ok ({})", path.display(), c.summary());
+    for note in virtgate_gateway::check_notes(&c) {
+        println!("note: {note}");
+    }
     Ok(())
 }
 

@@ -20,6 +20,8 @@ use std::path::PathBuf;
 
 pub use fixture::client::{curl, metric, ClientUser, Forwarder};
 pub use fixture::gateway::{Gateway, GatewayBuilder};
+pub use fixture::guest::{guest_kernel, GuestOptions};
+pub use fixture::libvirtd::{Domain, DomainSpec, Libvirtd, Vnc};
 pub use fixture::pki::{ClientCert, Pki};
 pub use fixture::process::{poll, run, text, ChildGuard, LineReader};
 pub use fixture::qemu::{Qemu, QemuBuilder};

@@ -1,5 +1,5 @@
 //! `virtgate vnc DOM`: a local TCP endpoint whose every connection is one tunnel stream on the
-//! session's single HTTP/2 connection.
+//! session's single HTTP/2 connection (the listener and the splicing are [`super::relay`]).
 //!
 //! Contract: the FIRST line on stdout is `vnc://HOST:PORT` (IPv6 as `vnc://[::1]:PORT`),
 //! printed only after the gateway confirmed the domain, and flushed at once; everything else
@@ -10,12 +10,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
 use virtgate_proto::{ApiPath, ConsoleKind, Domain, DomainState, TunnelKind};
 
 use super::print;
-use crate::error::{report, Error};
+use super::relay::{self, Local, Stop};
+use crate::error::Error;
 use crate::session::Session;
 
 /// A viewer that exits this soon with success was only a launcher (xdg-open): keep serving.
@@ -129,50 +129,40 @@ pub async fn vnc(
         "forwarding {url} to the VNC console of `{name}` on {}; Ctrl-C to stop",
         session.server()
     );
-
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+    let stop = Stop::install()?;
     let mut viewer_child = start_viewer(&viewer, local);
-    let started = Instant::now();
     let tunnel = ApiPath::Tunnel {
         domain: Some(name.to_owned()),
         kind: TunnelKind::Vnc,
     };
-    let mut streams = JoinSet::new();
-    let mut next_id: u64 = 0;
-    let result = loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    next_id += 1;
-                    streams.spawn(carry(session.clone(), tunnel.clone(), tcp, peer, next_id));
-                }
-                Err(e) => tracing::warn!(error = %e, "accepting a local connection failed"),
-            },
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
-            _ = interrupt.recv() => break Ok(()),
-            _ = terminate.recv() => break Ok(()),
-            err = session.closed() => break Err(err),
-            status = wait_child(&mut viewer_child) => {
-                viewer_child = None;
-                let quick = started.elapsed() < LAUNCHER_GRACE;
-                match status {
-                    Ok(s) if s.success() && quick => {}
-                    Ok(s) if quick => eprintln!("warning: the viewer exited with {s}; {url} stays open"),
-                    _ => {
-                        eprintln!("the viewer exited; stopping");
-                        break Ok(());
-                    }
-                }
-            }
-        }
-    };
-    streams.abort_all();
+    let watch = watch_viewer(&mut viewer_child, Instant::now(), &url);
+    let result = relay::serve(&session, Local::Tcp(listener), tunnel, stop, watch).await;
     if let Some(mut c) = viewer_child {
         let _ = c.start_kill();
     }
     result
+}
+
+/// Resolves when the viewer has exited for good; a launcher that quickly exits with
+/// success (xdg-open) leaves the endpoint open, so does a viewer that quickly fails.
+async fn watch_viewer(
+    child: &mut Option<tokio::process::Child>,
+    started: Instant,
+    url: &str,
+) -> Result<(), Error> {
+    loop {
+        let status = wait_child(child).await;
+        *child = None;
+        let quick = started.elapsed() < LAUNCHER_GRACE;
+        match status {
+            Ok(s) if s.success() && quick => {}
+            Ok(s) if quick => eprintln!("warning: the viewer exited with {s}; {url} stays open"),
+            _ => {
+                eprintln!("the viewer exited; stopping");
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Start the viewer, if one is wanted and available; failures are warnings.
@@ -200,23 +190,6 @@ async fn wait_child(
     match child {
         Some(c) => c.wait().await,
         None => std::future::pending().await,
-    }
-}
-
-/// One local connection ⇄ one tunnel stream, with half-close in both directions.
-async fn carry(session: Session, tunnel: ApiPath, mut tcp: TcpStream, peer: SocketAddr, id: u64) {
-    let _ = tcp.set_nodelay(true);
-    tracing::debug!(id, %peer, "local connection; opening tunnel");
-    let mut stream = match session.open_tunnel(&tunnel).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("connection {id} from {peer}:\n{}", report(&e));
-            return;
-        }
-    };
-    match tokio::io::copy_bidirectional(&mut tcp, &mut stream).await {
-        Ok((up, down)) => tracing::debug!(id, %peer, up, down, "stream closed"),
-        Err(e) => tracing::debug!(id, %peer, error = %e, "stream ended with an error"),
     }
 }
 

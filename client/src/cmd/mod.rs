@@ -1,17 +1,27 @@
 //! The commands. Each takes a connected [`Session`] and writes its result to stdout; notes
 //! for the person at the terminal go to stderr so that stdout stays parseable.
 
+pub mod console;
 pub mod domains;
+pub mod events;
 pub mod forward;
+pub mod libvirt;
+pub mod lifecycle;
+pub mod relay;
+pub mod screenshot;
 
 use std::io::Write;
+
+use virtgate_proto::{Action, ShutdownRequest};
 
 use crate::cli::Command;
 use crate::error::Error;
 use crate::session::Session;
 
-/// Run one command on a session.
-pub async fn run(command: Command, session: Session) -> Result<(), Error> {
+/// Run one command on a session; `profile` is the profile in use (`None` with a bare
+/// `--url`), for names of local files.
+pub async fn run(command: Command, session: Session, profile: Option<&str>) -> Result<(), Error> {
+    let shutdown = ShutdownRequest::default();
     match command {
         Command::Whoami { json } => domains::whoami(&session, json).await,
         Command::List { json } => domains::list(&session, json).await,
@@ -29,6 +39,33 @@ pub async fn run(command: Command, session: Session) -> Result<(), Error> {
             };
             forward::vnc(session, &domain, listen, viewer).await
         }
+        Command::Start { domain, json } => {
+            lifecycle::run(&session, &domain, Action::Start, &shutdown, json).await
+        }
+        Command::Reboot { domain, json } => {
+            lifecycle::run(&session, &domain, Action::Reboot, &shutdown, json).await
+        }
+        Command::Destroy { domain, json } => {
+            lifecycle::run(&session, &domain, Action::Destroy, &shutdown, json).await
+        }
+        Command::Shutdown {
+            domain,
+            timeout,
+            force,
+            json,
+        } => {
+            let req = ShutdownRequest {
+                timeout_s: timeout,
+                force,
+            };
+            lifecycle::run(&session, &domain, Action::Shutdown, &req, json).await
+        }
+        Command::Screenshot { domain, output } => {
+            screenshot::run(&session, &domain, output.as_deref()).await
+        }
+        Command::Events { json } => events::run(&session, json).await,
+        Command::Console { domain } => console::run(&session, &domain).await,
+        Command::Libvirt { socket, ro } => libvirt::run(&session, socket, ro, profile).await,
     }
 }
 

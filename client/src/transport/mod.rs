@@ -3,23 +3,28 @@
 //!
 //! Preparing a transport ([`Transport::prepare`]) is synchronous and does all the local work
 //! up front (read the CA, the certificate, unlock the key, maybe prompting on the terminal);
-//! connecting ([`Transport::connect`]) is the network part. Today there are TLS with a client
-//! certificate (`tls.rs`) and Kerberos (`kerberos.rs`: TLS without one, plus the first
-//! Negotiate token, which [`Connected::negotiation`] hands to the session); SSH (russh,
-//! `direct-streamlocal`) and the local unix socket are variants to come, each ending in the
-//! same [`Connected`].
+//! connecting ([`Transport::connect`]) is the network part. There are TLS with a client
+//! certificate (`tls.rs`), Kerberos (`kerberos.rs`: TLS without one, plus the first
+//! Negotiate token, which [`Connected::negotiation`] hands to the session), SSH (`ssh.rs`:
+//! russh to the host's sshd, then a `direct-streamlocal` channel to the gateway's socket;
+//! the key passphrase is asked for only when a key file is needed) and the local unix
+//! socket (`unix.rs`), each ending in the same [`Connected`]: HTTP/2 does not care which.
 
 pub mod kerberos;
+pub mod ssh;
 pub mod tls;
+pub mod unix;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use crate::cli::Settings;
-use crate::error::{Error, TlsContext};
+use crate::error::{io_reason, Attempt, Error, TlsContext};
 use crate::profile::AuthKind;
-use crate::url::GatewayUrl;
+use crate::url::{GatewayUrl, Host};
 
 /// How long one TCP connect may take before the next address is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,6 +56,10 @@ pub enum Transport {
     Tls(tls::TlsTransport),
     /// TLS without a client certificate, then HTTP Negotiate (Kerberos).
     Kerberos(kerberos::KerberosTransport),
+    /// SSH to the host's sshd, then its unix socket (`direct-streamlocal@openssh.com`).
+    Ssh(ssh::SshTransport),
+    /// The gateway's unix socket on this machine.
+    Unix(unix::UnixTransport),
 }
 
 impl Transport {
@@ -63,14 +72,9 @@ impl Transport {
                 )),
                 AuthKind::Cert => Ok(Transport::Tls(tls::TlsTransport::prepare(settings)?)),
             },
-            GatewayUrl::Ssh { .. } => Err(Error::Unsupported {
-                what: "the SSH transport (virtgate+ssh://)".into(),
-                hint: "use a virtgate://HOST URL (TLS with a client certificate) for now".into(),
-            }),
-            GatewayUrl::Unix { .. } => Err(Error::Unsupported {
-                what: "the unix socket transport (virtgate+unix://)".into(),
-                hint: "use a virtgate://HOST URL (TLS with a client certificate) for now".into(),
-            }),
+            // sshd authenticates: the profile's auth, ca, cert and key are not used
+            GatewayUrl::Ssh { .. } => Ok(Transport::Ssh(ssh::SshTransport::prepare(settings)?)),
+            GatewayUrl::Unix { path } => Ok(Transport::Unix(unix::UnixTransport::new(path))),
         }
     }
 
@@ -79,6 +83,54 @@ impl Transport {
         match self {
             Transport::Tls(t) => t.connect().await,
             Transport::Kerberos(t) => t.connect().await,
+            Transport::Ssh(t) => t.connect().await,
+            Transport::Unix(t) => t.connect().await,
         }
     }
+}
+
+/// The addresses of `host`: an IP literal as is, a name through the resolver (with a timeout).
+pub async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, Error> {
+    match host {
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Dns(name) => {
+            let lookup = tokio::net::lookup_host((name.as_str(), port));
+            let err = |reason: String| Error::Resolve {
+                host: name.clone(),
+                reason,
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, lookup).await {
+                Ok(Ok(addrs)) => {
+                    let v: Vec<SocketAddr> = addrs.collect();
+                    if v.is_empty() {
+                        Err(err("no addresses".into()))
+                    } else {
+                        Ok(v)
+                    }
+                }
+                Ok(Err(e)) => Err(err(io_reason(&e))),
+                Err(_) => Err(err("the lookup timed out".into())),
+            }
+        }
+    }
+}
+
+/// Connect to the first address that answers, each within [`CONNECT_TIMEOUT`]; when none
+/// does, what happened at each (for an error naming every address and its family).
+pub async fn connect_tcp(addrs: Vec<SocketAddr>) -> Result<(TcpStream, SocketAddr), Vec<Attempt>> {
+    let mut attempts = Vec::new();
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok((s, addr));
+            }
+            Ok(Err(error)) => attempts.push(Attempt { addr, error }),
+            Err(_) => attempts.push(Attempt {
+                addr,
+                error: std::io::ErrorKind::TimedOut.into(),
+            }),
+        }
+    }
+    Err(attempts)
 }

@@ -12,14 +12,13 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use virtgate_pki::error::KeyFileError;
 use virtgate_pki::keyfile;
 
-use super::{Connected, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT};
+use super::{Connected, HANDSHAKE_TIMEOUT};
 use crate::cli::Settings;
-use crate::error::{find_tls_error, io_reason, Attempt, Error, TlsContext, TlsFailure};
+use crate::error::{find_tls_error, io_reason, Error, TlsContext, TlsFailure};
 use crate::passphrase::Source;
 use crate::profile::AuthKind;
 use crate::url::{GatewayUrl, Host};
@@ -123,26 +122,10 @@ impl TlsTransport {
 
     /// Resolve, connect (trying every address) and run the TLS handshake.
     pub async fn connect(&self) -> Result<Connected, Error> {
-        let addrs = self.resolve().await?;
-        let mut attempts = Vec::new();
-        let mut tcp = None;
-        for addr in addrs {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    tcp = Some((s, addr));
-                    break;
-                }
-                Ok(Err(error)) => attempts.push(Attempt { addr, error }),
-                Err(_) => attempts.push(Attempt {
-                    addr,
-                    error: std::io::ErrorKind::TimedOut.into(),
-                }),
-            }
-        }
-        let Some((tcp, addr)) = tcp else {
-            return Err(Error::Connect { attempts });
-        };
-        let _ = tcp.set_nodelay(true);
+        let addrs = super::resolve(&self.host, self.port).await?;
+        let (tcp, addr) = super::connect_tcp(addrs)
+            .await
+            .map_err(|attempts| Error::Connect { attempts })?;
         tracing::debug!(%addr, "TCP connected; TLS handshake");
         let connector = TlsConnector::from(self.config.clone());
         let handshake = connector.connect(self.server_name.clone(), tcp);
@@ -166,31 +149,6 @@ impl TlsTransport {
             context: self.context.clone(),
             negotiation: None,
         })
-    }
-
-    async fn resolve(&self) -> Result<Vec<SocketAddr>, Error> {
-        match &self.host {
-            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
-            Host::Dns(name) => {
-                let lookup = tokio::net::lookup_host((name.as_str(), self.port));
-                let err = |reason: String| Error::Resolve {
-                    host: name.clone(),
-                    reason,
-                };
-                match tokio::time::timeout(CONNECT_TIMEOUT, lookup).await {
-                    Ok(Ok(addrs)) => {
-                        let v: Vec<SocketAddr> = addrs.collect();
-                        if v.is_empty() {
-                            Err(err("no addresses".into()))
-                        } else {
-                            Ok(v)
-                        }
-                    }
-                    Ok(Err(e)) => Err(err(io_reason(&e))),
-                    Err(_) => Err(err("the lookup timed out".into())),
-                }
-            }
-        }
     }
 
     fn tls_error(&self, failure: TlsFailure) -> Error {

@@ -1,10 +1,11 @@
 //! `GET /v1/domains`, `GET /v1/domains/{name}` and `/v1/domains/{name}/{action}`.
 //!
 //! Listing asks the backend for every domain and keeps those the identity holds a role on,
-//! stamping each with that role. Unknown actions are 404; known ones that the backend does
-//! not offer yet become 501 from the backend's `NotSupported`.
+//! stamping each with that role. Lifecycle actions on a domain go to [`super::lifecycle`];
+//! `screenshot` answers `image/png`; unknown actions are 404.
 
-use http::{header, HeaderValue, Method, Response};
+use http::{header, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
 use serde::Serialize;
 use virtgate_proto::DomainList;
 
@@ -12,7 +13,6 @@ use super::error::{self, ApiError};
 use super::{authorize, Body, State};
 use crate::authn::Identity;
 use crate::authz::{Action, Decision};
-use crate::backend::Lifecycle;
 
 /// A 200 with a JSON body.
 pub fn json<T: Serialize>(value: &T) -> Response<Body> {
@@ -61,61 +61,61 @@ pub async fn info(state: &State, id: &Identity, name: &str) -> Result<Response<B
     Ok(json(&d))
 }
 
-/// `/v1/domains/{name}/{action}` without CONNECT.
+/// `/v1/domains/{name}/{action}` without CONNECT: lifecycle ([`super::lifecycle`]),
+/// [`screenshot`]; `vnc`/`serial` need CONNECT.
 pub async fn action(
+    state: &State,
+    id: &Identity,
+    req: &mut Request<Incoming>,
+    name: &str,
+    action: &str,
+) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if action == "vnc" || action == "serial" {
+        return Err(error::method_not_allowed(
+            &method,
+            &path,
+            &[Method::CONNECT],
+            &format!("{action} is a tunnel: HTTP/2 extended CONNECT with :protocol virtgate-stream (`virtgate {}`)", if action == "vnc" { "vnc NAME" } else { "console NAME" }),
+        ));
+    }
+    if let Some(op) = virtgate_proto::Action::from_segment(action) {
+        return super::lifecycle::handle(state, id, req, name, op).await;
+    }
+    if action == "screenshot" {
+        return screenshot(state, id, &method, &path, name).await;
+    }
+    Err(error::not_found(&path))
+}
+
+/// `GET /v1/domains/{name}/screenshot` (viewer): the backend's PNG (QEMU: QMP `screendump`;
+/// libvirt: its own), kept out of caches.
+pub async fn screenshot(
     state: &State,
     id: &Identity,
     method: &Method,
     path: &str,
     name: &str,
-    action: &str,
 ) -> Result<Response<Body>, ApiError> {
-    if action == "vnc" || action == "serial" {
+    if method != Method::GET && method != Method::HEAD {
         return Err(error::method_not_allowed(
             method,
             path,
-            &[Method::CONNECT],
-            &format!("{action} is a tunnel: HTTP/2 extended CONNECT with :protocol virtgate-stream (`virtgate {}`)", if action == "vnc" { "vnc NAME" } else { "console NAME" }),
+            &[Method::GET, Method::HEAD],
+            "use GET (`virtgate screenshot NAME -o FILE.png`)",
         ));
     }
-    if let Some(op) = Lifecycle::parse(action) {
-        if method != Method::POST {
-            return Err(error::method_not_allowed(
-                method,
-                path,
-                &[Method::POST],
-                "use POST",
-            ));
-        }
-        authorize(state, id, Some(name), Action::Lifecycle)?;
-        state
-            .backend
-            .lifecycle(name, op)
-            .await
-            .map_err(|e| error::backend(&e))?;
-        return Ok(json(
-            &serde_json::json!({ "domain": name, "action": action }),
-        ));
-    }
-    if action == "screenshot" {
-        if method != Method::GET && method != Method::HEAD {
-            return Err(error::method_not_allowed(
-                method,
-                path,
-                &[Method::GET, Method::HEAD],
-                "use GET",
-            ));
-        }
-        authorize(state, id, Some(name), Action::Screenshot)?;
-        let png = state
-            .backend
-            .screenshot(name)
-            .await
-            .map_err(|e| error::backend(&e))?;
-        let mut r = Response::new(error::full(png));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-        return Ok(r);
-    }
-    Err(error::not_found(path))
+    authorize(state, id, Some(name), Action::Screenshot)?;
+    let png = state
+        .backend
+        .screenshot(name)
+        .await
+        .map_err(|e| error::backend(&e))?;
+    tracing::debug!(domain = %name, bytes = png.len(), "screenshot");
+    let mut r = Response::new(error::full(png));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }

@@ -6,7 +6,11 @@
 //! `backend-unavailable` (503: QEMU/libvirtd not reachable), `backend-error` (502),
 //! `not-implemented` (501: a call this gateway or backend does not offer yet),
 //! `authentication-required` (401: a certificate-less connection without a Kerberos login;
-//! `WWW-Authenticate: Negotiate`), `kerberos-failed` (401: a Negotiate token was refused).
+//! `WWW-Authenticate: Negotiate`), `kerberos-failed` (401: a Negotiate token was refused),
+//! `domain-not-running` (409: reboot, screenshot, ... of a domain that is off),
+//! `not-managed` (409: start of a QEMU domain the gateway does not supervise),
+//! `shutdown-timeout` (504: the guest did not power off in time and `force` was not set),
+//! `libvirt-not-available` (404: `/v1/libvirt` on a gateway without a libvirt backend).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -78,7 +82,7 @@ impl ApiError {
 pub fn not_found(path: &str) -> ApiError {
     Problem::new(404, "not-found", "no such API call")
         .detail(format!("nothing at {path}"))
-        .hint("the API is under /v1: whoami, domains, domains/NAME, metrics; is the client older or newer than the gateway?")
+        .hint("the API is under /v1: whoami, domains, domains/NAME[/start|shutdown|reboot|destroy|screenshot], events, metrics; is the client older or newer than the gateway?")
         .into()
 }
 
@@ -143,7 +147,7 @@ pub fn forbidden(
 ) -> ApiError {
     let on = name
         .map(|n| format!(" on domain `{n}`"))
-        .unwrap_or_else(|| " on all domains".into());
+        .unwrap_or_else(|| " on all domains (a rule with domains = [\"*\"])".into());
     let held = held
         .map(|r| format!("your role is {r}"))
         .unwrap_or_else(|| "you hold no role".into());
@@ -155,6 +159,34 @@ pub fn forbidden(
         .hint(format!(
             "ask the gateway's admin for the {required} role (a [[rule]] in gateway.toml)"
         ))
+        .into()
+}
+
+/// The event stream needs some role on some domain; this identity holds none.
+pub fn no_role_anywhere(what: &str) -> ApiError {
+    Problem::new(403, "forbidden", "not allowed")
+        .detail(format!(
+            "{what} needs role viewer on at least one domain; you hold no role"
+        ))
+        .hint("ask the gateway's admin for the viewer role (a [[rule]] in gateway.toml)")
+        .into()
+}
+
+/// A shutdown whose guest did not power off within the timeout (no `force`).
+pub fn shutdown_timeout(name: &str, secs: u64) -> ApiError {
+    Problem::new(504, "shutdown-timeout", "shutdown timed out")
+        .detail(format!("domain `{name}` did not power off within {secs} s"))
+        .hint("retry with --force, or check that the guest handles ACPI")
+        .into()
+}
+
+/// `/v1/libvirt` on a gateway whose backend has no libvirtd.
+pub fn no_libvirt(backend: &str) -> ApiError {
+    Problem::new(404, "libvirt-not-available", "no libvirt here")
+        .detail(format!(
+            "this gateway has no libvirt backend (its backend is {backend})"
+        ))
+        .hint("libvirt RPC (virsh, virt-manager) needs a gateway with backend.kind = \"libvirt\"")
         .into()
 }
 
@@ -186,6 +218,24 @@ pub fn backend(e: &BackendError) -> ApiError {
         }
         BackendError::NotSupported { .. } => {
             Problem::new(501, "not-implemented", "not implemented")
+                .detail(e.to_string())
+                .hint(hint)
+                .into()
+        }
+        BackendError::Unavailable { .. } => {
+            Problem::new(503, "backend-unavailable", "hypervisor unavailable")
+                .detail(e.to_string())
+                .hint(hint)
+                .into()
+        }
+        BackendError::NotRunning { .. } => {
+            Problem::new(409, "domain-not-running", "domain not running")
+                .detail(e.to_string())
+                .hint(hint)
+                .into()
+        }
+        BackendError::Unmanaged { .. } => {
+            Problem::new(409, "not-managed", "not managed by the gateway")
                 .detail(e.to_string())
                 .hint(hint)
                 .into()
@@ -246,5 +296,61 @@ mod tests {
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Negotiate");
         let r = kerberos_failed("replayed", "retry").into_response();
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Negotiate");
+    }
+
+    #[test]
+    fn lifecycle_problems_have_their_status_and_hint() {
+        let p = shutdown_timeout("web1", 5).problem;
+        assert_eq!((p.status, p.kind_name()), (504, "shutdown-timeout"));
+        assert_eq!(
+            p.detail.as_deref(),
+            Some("domain `web1` did not power off within 5 s")
+        );
+        assert!(p.hint.unwrap().contains("--force"));
+        let cases = [
+            (
+                BackendError::NotRunning { domain: "d".into() },
+                409,
+                "domain-not-running",
+            ),
+            (
+                BackendError::Unmanaged {
+                    domain: "d".into(),
+                    what: "start",
+                },
+                409,
+                "not-managed",
+            ),
+            (
+                BackendError::Unavailable {
+                    domain: "d".into(),
+                    reason: "gone".into(),
+                },
+                503,
+                "backend-unavailable",
+            ),
+            (
+                BackendError::Failed {
+                    domain: "d".into(),
+                    what: "reboot".into(),
+                    reason: "no".into(),
+                },
+                502,
+                "backend-error",
+            ),
+        ];
+        for (e, status, kind) in cases {
+            let p = backend(&e).problem;
+            assert_eq!((p.status, p.kind_name()), (status, kind), "{e}");
+        }
+        let p = backend(&BackendError::Unmanaged {
+            domain: "d".into(),
+            what: "start",
+        })
+        .problem;
+        assert!(p.hint.unwrap().contains("outside the gateway"));
+        let p = no_libvirt("qemu").problem;
+        assert_eq!(p.status, 404);
+        assert!(p.detail.unwrap().contains("no libvirt backend"));
     }
 }

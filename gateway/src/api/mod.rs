@@ -4,12 +4,15 @@
 //! peer is already known ([`Identity`]) or will log in with HTTP Negotiate first
 //! ([`negotiate`]); HTTP/2 has extended CONNECT enabled for tunnels. [`handle`] resolves the
 //! identity, routes each request through [`ApiPath::parse`] (proto owns the paths), checks
-//! the method, asks [`authz`](crate::authz) and then the backend, and answers JSON, Prometheus
-//! text, a tunnel ([`tunnel`]) or a problem ([`error`]). Every response carries
-//! `virtgate-protocol: 1`.
+//! the method, asks [`authz`](crate::authz) and then the backend, and answers JSON
+//! ([`domains`], [`lifecycle`]), a PNG ([`domains::screenshot`]), an NDJSON stream
+//! ([`events`]), Prometheus text, a tunnel ([`tunnel`]: consoles and libvirt RPC) or a
+//! problem ([`error`]). Every response carries `virtgate-protocol: 1`.
 
 pub mod domains;
 pub mod error;
+pub mod events;
+pub mod lifecycle;
 pub mod negotiate;
 pub mod tunnel;
 
@@ -66,6 +69,8 @@ pub struct State {
     /// The Kerberos acceptor when `[kerberos]` is configured: TLS clients without a
     /// certificate then log in with HTTP Negotiate.
     pub kerberos: Option<Arc<Acceptor>>,
+    /// Domain lifecycle events for `GET /v1/events`.
+    pub events: crate::events::Hub,
 }
 
 /// HTTP/2 flow-control windows: big enough for a console at LAN speed, small enough that a
@@ -165,7 +170,7 @@ pub async fn handle(
 }
 
 async fn route(
-    state: &State,
+    state: &Arc<State>,
     id: &Identity,
     req: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
@@ -221,26 +226,19 @@ async fn route(
             domains::info(state, id, &name).await
         }
         ApiPath::DomainAction(name, action) => {
-            domains::action(state, id, &method, &path, &name, &action).await
+            domains::action(state, id, req, &name, &action).await
         }
         ApiPath::Tunnel {
             domain: Some(name),
             kind,
         } => tunnel::open(state, id, req, &name, kind).await,
-        ApiPath::Tunnel { domain: None, kind } => {
-            let action = match kind {
-                TunnelKind::Libvirt { read_only: true } => Action::LibvirtRo,
-                _ => Action::LibvirtRw,
-            };
-            authorize(state, id, None, action)?;
-            Err(error::not_implemented(&format!(
-                "the libvirt RPC tunnel (backend {})",
-                state.backend.kind()
-            )))
-        }
+        ApiPath::Tunnel {
+            domain: None,
+            kind: TunnelKind::Libvirt { read_only },
+        } => tunnel::open_libvirt(state, id, req, read_only).await,
         ApiPath::Events => {
-            get_only("use GET")?;
-            Err(error::not_implemented("GET /v1/events"))
+            get_only("use GET (`virtgate events`)")?;
+            events::handle(state, id).await
         }
         ApiPath::Metrics => {
             get_only("use GET")?;

@@ -195,11 +195,12 @@ impl Pending {
         };
         match step {
             Step::Complete { principal, token } => {
+                let user = self.acceptor.user_for(&principal);
                 let id = Arc::new(Identity {
-                    user: self.acceptor.user_for(&principal),
+                    groups: crate::authn::groups::groups_for_user(&user),
+                    user,
                     method: AuthMethod::Kerberos,
                     principal: Some(principal),
-                    groups: vec![],
                     peer: Some(self.peer.clone()),
                 });
                 let id = self.identity.get_or_init(|| id).clone();

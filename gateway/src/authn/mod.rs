@@ -2,13 +2,15 @@
 //!
 //! Each transport proves identity its own way and produces the same [`Identity`]; the rest
 //! of the gateway (authz, api, audit) only ever sees that: TLS client certificates
-//! ([`tls`]), the unix socket's peer uid ([`peercred`]), and Kerberos ([`kerberos`]): with
+//! ([`tls`]), the unix socket's peer uid ([`peercred`]), and Kerberos ([`kerberos`]); every
+//! identity carries the user's unix groups on this host ([`groups`]). With
 //! `[kerberos]`, the TLS verifier also admits clients without a certificate, and the API
 //! binds such a connection to the principal of its first `Authorization: Negotiate`
 //! ([`crate::api::negotiate`]). [`keytab`] finds the service keytab at
 //! startup; the private `gss_ffi` module is the crate's only unsafe code
 //! (`gss_acquire_cred_from`, which the safe `libgssapi` API lacks).
 
+pub mod groups;
 #[allow(unsafe_code)]
 mod gss_ffi;
 pub mod kerberos;
@@ -27,7 +29,8 @@ pub struct Identity {
     pub method: AuthMethod,
     /// The certificate subject or full Kerberos principal, when there is one.
     pub principal: Option<String>,
-    /// Unix groups (unix socket peers); rules may name `group:NAME`.
+    /// The user's unix groups on the gateway host ([`groups`]), whatever the login method;
+    /// rules may name `group:NAME`.
     pub groups: Vec<String>,
     /// The peer's address (`ip:port`, or `unix`), for logs and the audit log.
     pub peer: Option<String>,

@@ -1,5 +1,5 @@
 //! Identity of a unix socket peer: its uid (SO_PEERCRED, via tokio) mapped to a user name and
-//! groups through the passwd and group databases.
+//! groups through the passwd and group databases (`authn::groups`).
 //!
 //! The databases are read from `/etc/passwd` and `/etc/group` (no FFI, so the crate stays
 //! `forbid(unsafe_code)`); users that only exist in NSS sources such as LDAP are named
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use virtgate_proto::AuthMethod;
 
-use super::Identity;
+use super::{groups, Identity};
 
 /// The identity of the process with `uid` on this host.
 pub fn identity_for_uid(uid: u32) -> Identity {
@@ -18,29 +18,13 @@ pub fn identity_for_uid(uid: u32) -> Identity {
 
 /// [`identity_for_uid`] with the database files given (tests use their own).
 pub fn lookup(uid: u32, passwd: &Path, group: &Path) -> Identity {
-    let passwd = std::fs::read_to_string(passwd).unwrap_or_default();
-    let entry = passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 4 && f[2].parse() == Ok(uid))
-            .then(|| (f[0].to_owned(), f[3].parse::<u32>().ok()))
-    });
+    let passwd = groups::read(passwd);
+    let entry = groups::parse_passwd(&passwd).find(|e| e.uid == uid);
     let (user, gid) = match entry {
-        Some((name, gid)) => (name, gid),
+        Some(e) => (e.name, Some(e.gid)),
         None => (format!("uid:{uid}"), None),
     };
-    let groups_text = std::fs::read_to_string(group).unwrap_or_default();
-    let mut groups = Vec::new();
-    for l in groups_text.lines() {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() < 4 {
-            continue;
-        }
-        let primary = gid.is_some() && f[2].parse::<u32>().ok() == gid;
-        let member = f[3].split(',').any(|m| m == user);
-        if (primary || member) && !groups.iter().any(|g| g == f[0]) {
-            groups.push(f[0].to_owned());
-        }
-    }
+    let groups = groups::groups_in(&groups::read(group), &user, gid);
     Identity {
         principal: Some(format!("uid={uid}")),
         user,

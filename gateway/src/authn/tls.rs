@@ -231,10 +231,10 @@ pub fn identity_from_certs(
         .filter(|cn| !cn.is_empty())
         .ok_or_else(|| CertIdentityError::NoCommonName(subject.to_string()))?;
     Ok(Identity {
+        groups: super::groups::groups_for_user(&cn),
         user: cn,
         method: AuthMethod::Certificate,
         principal: Some(subject.to_string()),
-        groups: vec![],
         peer,
     })
 }

@@ -4,10 +4,25 @@
 //! (`who`: user names, `group:NAME`, principals, `*`) on some domains (glob patterns). The
 //! role an identity holds on a domain is the highest role of all rules that match both;
 //! no matching rule means no role at all, and the API then reports the domain as not found,
-//! so the names of other people's domains do not leak. Each [`Action`] needs a minimum role.
+//! so the names of other people's domains do not leak. Each [`Action`] needs a minimum role:
+//!
+//! | role | may |
+//! |---|---|
+//! | `viewer` | list, info, screenshot, events, read-only libvirt RPC |
+//! | `operator` | + start, shutdown, reboot, destroy, VNC, serial console |
+//! | `admin` | + read-write libvirt RPC |
+//!
+//! Domain-less actions: libvirt RPC (both `/v1/libvirt` and `?ro`) is not filtered per domain
+//! (libvirtd answers for every domain), so it needs the role on *every* domain: a rule whose
+//! `domains` contain `*` ([`Policy::global_role`]); `viewer` on `web*` alone would leak the
+//! names of the other domains. The event stream is filtered per domain, so it opens for any
+//! identity holding some role anywhere ([`Policy::any_role`]) and shows only the domains it
+//! may view.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+
+use virtgate_proto::Action as LifecycleAction;
 
 use crate::authn::Identity;
 use crate::config;
@@ -58,10 +73,10 @@ pub enum Action {
     /// Serial console tunnel.
     Serial,
     /// start, shutdown, reboot, destroy.
-    Lifecycle,
+    Lifecycle(LifecycleAction),
     /// Read-write libvirt RPC: reaches every domain, so it needs admin on `*`.
     LibvirtRw,
-    /// Read-only libvirt RPC: needs viewer on `*`.
+    /// Read-only libvirt RPC: shows every domain, so it needs viewer on `*`.
     LibvirtRo,
 }
 
@@ -74,7 +89,7 @@ impl Action {
             | Action::Screenshot
             | Action::Events
             | Action::LibvirtRo => Role::Viewer,
-            Action::Vnc | Action::Serial | Action::Lifecycle => Role::Operator,
+            Action::Vnc | Action::Serial | Action::Lifecycle(_) => Role::Operator,
             Action::LibvirtRw => Role::Admin,
         }
     }
@@ -88,7 +103,7 @@ impl Action {
             Action::Events => "events",
             Action::Vnc => "vnc",
             Action::Serial => "serial",
-            Action::Lifecycle => "lifecycle",
+            Action::Lifecycle(op) => op.as_str(),
             Action::LibvirtRw => "libvirt",
             Action::LibvirtRo => "libvirt_ro",
         }
@@ -197,6 +212,16 @@ impl Policy {
             .max()
     }
 
+    /// The highest role `id` holds on any domain at all (any rule naming it): what the event
+    /// stream needs to open; each event is then filtered with [`Policy::role_on`].
+    pub fn any_role(&self, id: &Identity) -> Option<Role> {
+        self.rules
+            .iter()
+            .filter(|r| r.who.iter().any(|w| w.matches(id)))
+            .map(|r| r.role)
+            .max()
+    }
+
     /// May `id` do `action` on `domain` (`None` for domain-less actions)?
     pub fn decide(&self, id: &Identity, domain: Option<&str>, action: Action) -> Decision {
         let role = match domain {
@@ -299,7 +324,18 @@ mod tests {
     fn action_matrix() {
         use Action::*;
         let actions = [
-            List, Info, Screenshot, Events, Vnc, Serial, Lifecycle, LibvirtRo, LibvirtRw,
+            List,
+            Info,
+            Screenshot,
+            Events,
+            Vnc,
+            Serial,
+            Lifecycle(LifecycleAction::Start),
+            Lifecycle(LifecycleAction::Shutdown),
+            Lifecycle(LifecycleAction::Reboot),
+            Lifecycle(LifecycleAction::Destroy),
+            LibvirtRo,
+            LibvirtRw,
         ];
         // role held → actions allowed
         let expect = |role: Option<Role>, a: Action| match role {
@@ -336,6 +372,32 @@ mod tests {
         assert_eq!(p.global_role(&id("carol", &[], None)), Some(Role::Admin));
         let d = p.decide(&id("alice", &[], None), None, Action::LibvirtRo);
         assert!(!d.allowed && d.role.is_none());
+    }
+
+    #[test]
+    fn any_role_ignores_domains_and_lifecycle_actions_have_audit_names() {
+        let p = policy();
+        assert_eq!(p.any_role(&id("dave", &[], None)), Some(Role::Viewer));
+        assert_eq!(p.any_role(&id("alice", &[], None)), Some(Role::Operator));
+        assert_eq!(p.any_role(&id("x", &["wheel"], None)), Some(Role::Operator));
+        assert_eq!(p.any_role(&id("mallory", &["users"], None)), None);
+        let names: Vec<_> = [
+            LifecycleAction::Start,
+            LifecycleAction::Shutdown,
+            LifecycleAction::Reboot,
+            LifecycleAction::Destroy,
+        ]
+        .map(|a| Action::Lifecycle(a).as_str())
+        .into();
+        assert_eq!(names, ["start", "shutdown", "reboot", "destroy"]);
+        // An operator on web* may shut web1 down; a viewer may not.
+        let d = p.decide(
+            &id("dave", &[], None),
+            Some("db1"),
+            Action::Lifecycle(LifecycleAction::Shutdown),
+        );
+        assert!(!d.allowed);
+        assert_eq!((d.role, d.required), (Some(Role::Viewer), Role::Operator));
     }
 
     #[test]

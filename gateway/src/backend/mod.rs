@@ -8,6 +8,7 @@
 //! Failures of one domain never fail a listing: a domain whose QEMU is gone is listed with
 //! state `unavailable` and a `state_reason`; only calls on that domain fail.
 
+pub mod libvirt;
 pub mod qemu;
 pub mod qmp;
 pub mod supervise;
@@ -109,6 +110,40 @@ pub enum BackendError {
         /// The command line, for the message.
         command: String,
     },
+    /// The hypervisor cannot be reached for this call right now (a domain's QEMU socket is
+    /// gone, libvirtd is down or restarting): 503, try again later.
+    #[error("hypervisor unavailable for domain `{domain}`: {reason}")]
+    Unavailable {
+        /// The domain the call was about (empty for domain-less calls).
+        domain: String,
+        /// What failed, for the message.
+        reason: String,
+    },
+    /// The call needs a running domain and this one is not running: 409.
+    #[error("domain `{domain}` is not running")]
+    NotRunning {
+        /// The domain.
+        domain: String,
+    },
+    /// The gateway cannot do this for this domain because it does not own its process
+    /// (QEMU backend: start of a domain without `command`): 409.
+    #[error("cannot {what} domain `{domain}`: the gateway does not manage its QEMU process (no `command`)")]
+    Unmanaged {
+        /// The domain.
+        domain: String,
+        /// The operation (`start`).
+        what: &'static str,
+    },
+    /// The hypervisor refused or failed an operation (QMP error, libvirt error, I/O): 502.
+    #[error("{what} of domain `{domain}` failed: {reason}")]
+    Failed {
+        /// The domain.
+        domain: String,
+        /// The operation (`shutdown`, `screenshot`, ...).
+        what: String,
+        /// What the hypervisor said.
+        reason: String,
+    },
     /// A QEMU the gateway started did not open its QMP socket in time.
     #[error("QEMU for domain `{domain}` did not answer on its QMP socket {} within {secs} s (last: {last}); command: {command}", qmp.display())]
     StartTimeout {
@@ -140,6 +175,12 @@ impl BackendError {
             }
             BackendError::Spawn { .. } => "check `command` of the domain in the config".into(),
             BackendError::ExitedEarly { .. } => "run the command by hand to see why QEMU stops; its output is in the log above".into(),
+            BackendError::Unavailable { .. } => "try again in a moment; if it persists, the gateway log says why the hypervisor cannot be reached".into(),
+            BackendError::NotRunning { domain } => format!("start it first: `virtgate start {domain}`"),
+            BackendError::Unmanaged { domain, .. } => format!(
+                "start `{domain}` outside the gateway, or let the gateway supervise it (`command` in its [[backend.domain]])"
+            ),
+            BackendError::Failed { .. } => "see the gateway log".into(),
             BackendError::StartTimeout { .. } => {
                 "check that `command` opens the `qmp` socket of the domain (-qmp unix:PATH,server=on,wait=off), or raise backend.start_timeout_s".into()
             }

@@ -3,35 +3,62 @@
 //! State, UUID, vCPU count and memory come from QMP (a new short-lived QMP connection per
 //! call, bounded by [`QMP_TIMEOUT`]; QMP allows several monitors at once only if configured,
 //! so we never hold one open and the admin's own `-qmp` use is not blocked for long).
+//! QEMU's QMP socket accepts one client at a time (and a listen backlog of one), so the
+//! gateway's own QMP conversations with a domain take turns (a lock per domain):
+//! a listing, the event poller and a lifecycle call at the same moment would otherwise see
+//! a refused connection and report the domain `unavailable` for a moment.
 //! Consoles are plain connections to the `vnc`/`serial` sockets. Domains with `command` are
 //! started at construction and stopped by [`Hypervisor::shutdown`].
+//!
+//! Lifecycle: `shutdown` is QMP `system_powerdown` (the ACPI power button), `reboot` is
+//! `system_reset`, `destroy` is `quit` (a supervised QEMU is then reaped). `start` re-spawns
+//! the `command` of a supervised domain; a domain without `command` cannot be started by the
+//! gateway ([`BackendError::Unmanaged`]). A supervised QEMU that exited lists as `shut_off`
+//! (exit status 0: guest power-off, `quit`), `crashed` (killed by a signal) or `unavailable`
+//! (other status); one without `command` whose sockets are gone is `unavailable`.
+//! Screenshots: QMP `screendump` with `format: png` (QEMU ≥ 7.1) into a 0600 file in a fresh
+//! 0700 folder under the gateway's temp dir, read back, then both removed
+//! (`qemu/screenshot.rs`).
 
 use std::time::Duration;
 
 use futures_util::future::{join_all, BoxFuture};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::net::UnixStream;
 use tokio::sync::Mutex;
 use virtgate_proto::{ConsoleKind, Domain, DomainState};
 
 use super::qmp::{Qmp, QmpError};
-use super::supervise::{self, ExitReason, Supervised};
-use super::{BackendError, BoxedStream, Hypervisor};
+use super::supervise::{self, ExitWatch, Supervised};
+use super::{BackendError, BoxedStream, Hypervisor, Lifecycle};
 use crate::config::{self, DomainConfig};
+
+mod screenshot;
 
 /// Bound on one QMP conversation (connect + queries).
 const QMP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on a screendump (QEMU encodes the PNG synchronously).
+const SCREENDUMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on connecting to a console socket.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a failed QMP query of a supervised domain waits for its exit to be noticed, so a
+/// QEMU that just quit lists as `shut_off` and not, for a moment, as `unavailable`.
+const EXIT_GRACE: Duration = Duration::from_millis(300);
 
 /// Domains from `[[backend.domain]]`.
 pub struct QemuBackend {
     /// The configured domains, in config order (listing order).
     domains: Vec<DomainConfig>,
-    /// QEMUs we started, by index into `domains`; taken out on shutdown.
-    supervised: Mutex<Vec<(usize, Supervised)>>,
-    /// Exit reasons of supervised QEMUs by domain index, readable without the lock above.
-    exits: Vec<Option<ExitReason>>,
+    /// `backend.start_timeout_s`, for starting supervised QEMUs again.
+    start_timeout: Duration,
+    /// The QEMU we supervise for each domain (same index as `domains`); `None` for domains
+    /// without `command` and after a destroy. Held across a start so two starts do not race.
+    supervised: Vec<Mutex<Option<Supervised>>>,
+    /// How the supervised QEMU of each domain ended, readable without the locks above (so a
+    /// listing never waits for a start); `None` for domains without `command`.
+    exits: Vec<std::sync::Mutex<Option<ExitWatch>>>,
+    /// One per domain: held for each QMP conversation, so ours never overlap.
+    qmp_locks: Vec<Mutex<()>>,
 }
 
 impl std::fmt::Debug for QemuBackend {
@@ -47,28 +74,29 @@ impl QemuBackend {
     /// those already started are stopped again and the error is returned.
     pub async fn start(config: &config::Backend) -> Result<QemuBackend, BackendError> {
         let timeout = Duration::from_secs(config.start_timeout_s);
-        let mut supervised = Vec::new();
-        let mut exits: Vec<Option<ExitReason>> = vec![None; config.domains.len()];
-        for (i, d) in config.domains.iter().enumerate() {
+        let mut supervised: Vec<Option<Supervised>> = Vec::new();
+        for d in &config.domains {
             if d.command.is_none() {
+                supervised.push(None);
                 continue;
             }
             match supervise::start(d, timeout).await {
-                Ok(s) => {
-                    exits[i] = Some(s.exit_reason_handle());
-                    supervised.push((i, s));
-                }
+                Ok(s) => supervised.push(Some(s)),
                 Err(e) => {
-                    for (_, s) in supervised {
-                        s.stop().await;
-                    }
+                    join_all(supervised.into_iter().flatten().map(Supervised::stop)).await;
                     return Err(e);
                 }
             }
         }
+        let exits = supervised
+            .iter()
+            .map(|s| std::sync::Mutex::new(s.as_ref().map(Supervised::exit_watch)))
+            .collect();
         Ok(QemuBackend {
             domains: config.domains.clone(),
-            supervised: Mutex::new(supervised),
+            start_timeout: timeout,
+            qmp_locks: config.domains.iter().map(|_| Mutex::new(())).collect(),
+            supervised: supervised.into_iter().map(Mutex::new).collect(),
             exits,
         })
     }
@@ -79,6 +107,18 @@ impl QemuBackend {
             .enumerate()
             .find(|(_, d)| d.name == name)
             .ok_or_else(|| BackendError::NotFound(name.to_owned()))
+    }
+
+    /// The exit watch of domain `i` (supervised domains only).
+    fn exit_watch(&self, i: usize) -> Option<ExitWatch> {
+        self.exits
+            .get(i)
+            .and_then(|m| m.lock().ok().and_then(|g| g.clone()))
+    }
+
+    /// How the supervised QEMU of domain `i` ended, if it did.
+    fn exited(&self, i: usize) -> Option<supervise::Exit> {
+        self.exit_watch(i).and_then(|w| w.borrow().clone())
     }
 
     async fn describe(&self, i: usize, d: &DomainConfig) -> Domain {
@@ -99,33 +139,116 @@ impl QemuBackend {
             consoles,
             role: None,
         };
-        match tokio::time::timeout(QMP_TIMEOUT, query(d)).await {
+        if let Some(exit) = self.exited(i) {
+            domain.state = exit.state;
+            domain.state_reason = Some(exit.reason);
+            return domain;
+        }
+        let queried = async {
+            let _turn = self.qmp_locks[i].lock().await;
+            query(d).await
+        };
+        let failure = match tokio::time::timeout(QMP_TIMEOUT, queried).await {
             Ok(Ok(q)) => {
                 domain.state = q.state;
                 domain.uuid = q.uuid;
                 domain.vcpus = q.vcpus;
                 domain.memory_mib = q.memory_mib;
+                return domain;
             }
-            Ok(Err(e)) => {
-                let exited = self
-                    .exits
-                    .get(i)
-                    .and_then(Option::as_ref)
-                    .and_then(|r| r.lock().ok().and_then(|g| g.clone()));
-                domain.state_reason = Some(match exited {
-                    Some(why) => format!("{why}; {e}"),
-                    None => e.to_string(),
-                });
-            }
-            Err(_) => {
-                domain.state_reason = Some(format!(
-                    "QMP socket {} did not answer within {} s",
-                    d.qmp.display(),
-                    QMP_TIMEOUT.as_secs()
-                ))
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!(
+                "QMP socket {} did not answer within {} s",
+                d.qmp.display(),
+                QMP_TIMEOUT.as_secs()
+            ),
+        };
+        // A supervised QEMU that just quit: its watcher reports the exit in a moment.
+        if let Some(mut w) = self.exit_watch(i) {
+            if let Ok(Ok(exit)) =
+                tokio::time::timeout(EXIT_GRACE, w.wait_for(Option::is_some)).await
+            {
+                if let Some(exit) = exit.clone() {
+                    domain.state = exit.state;
+                    domain.state_reason = Some(exit.reason);
+                    return domain;
+                }
             }
         }
+        domain.state_reason = Some(failure);
         domain
+    }
+
+    /// One QMP command on domain `i`, with the errors a caller can act on: a supervised QEMU
+    /// that has exited is [`BackendError::NotRunning`], an unreachable socket
+    /// [`BackendError::Unavailable`], a refused command [`BackendError::Failed`].
+    async fn qmp_command(
+        &self,
+        i: usize,
+        d: &DomainConfig,
+        what: &str,
+        command: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, BackendError> {
+        if self.exited(i).is_some() {
+            return Err(BackendError::NotRunning {
+                domain: d.name.clone(),
+            });
+        }
+        let run = async {
+            let _turn = self.qmp_locks[i].lock().await;
+            let mut q = Qmp::connect(&d.qmp).await?;
+            q.execute_with(command, arguments).await
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(v)) => Ok(v),
+            // `quit` closes the connection before (or instead of) answering.
+            Ok(Err(QmpError::Closed)) if command == "quit" => Ok(Value::Null),
+            Ok(Err(e @ QmpError::Connect { .. })) => Err(BackendError::Unavailable {
+                domain: d.name.clone(),
+                reason: e.to_string(),
+            }),
+            Ok(Err(e)) => Err(BackendError::Failed {
+                domain: d.name.clone(),
+                what: what.to_owned(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(BackendError::Unavailable {
+                domain: d.name.clone(),
+                reason: format!(
+                    "QMP socket {} did not answer within {} s",
+                    d.qmp.display(),
+                    timeout.as_secs()
+                ),
+            }),
+        }
+    }
+
+    /// Start the supervised QEMU of domain `i` again (nothing to do while it runs).
+    async fn start_supervised(&self, i: usize, d: &DomainConfig) -> Result<(), BackendError> {
+        let mut slot = self.supervised[i].lock().await;
+        if slot.as_ref().is_some_and(|s| !s.has_exited()) {
+            return Ok(());
+        }
+        if let Some(old) = slot.take() {
+            old.stop().await; // already exited: this only joins its watcher
+        }
+        let s = supervise::start(d, self.start_timeout).await?;
+        if let Ok(mut w) = self.exits[i].lock() {
+            *w = Some(s.exit_watch());
+        }
+        *slot = Some(s);
+        Ok(())
+    }
+
+    /// Stop the supervised QEMU of domain `i` (QMP quit, reap, kill after a grace period).
+    async fn destroy_supervised(&self, i: usize) {
+        let taken = self.supervised[i].lock().await.take();
+        if let Some(s) = taken {
+            let _turn = self.qmp_locks[i].lock().await;
+            s.stop().await;
+        }
     }
 }
 
@@ -245,10 +368,86 @@ impl Hypervisor for QemuBackend {
         })
     }
 
+    fn lifecycle<'a>(
+        &'a self,
+        name: &'a str,
+        op: Lifecycle,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let (i, d) = self.find(name)?;
+            let supervised = d.command.is_some();
+            match op {
+                Lifecycle::Start if supervised => self.start_supervised(i, d).await,
+                Lifecycle::Start => {
+                    // Running already is fine (the API answers `already_in_state`).
+                    let queried = async {
+                        let _turn = self.qmp_locks[i].lock().await;
+                        query(d).await
+                    };
+                    match tokio::time::timeout(QMP_TIMEOUT, queried).await {
+                        Ok(Ok(_)) => Ok(()),
+                        _ => Err(BackendError::Unmanaged {
+                            domain: name.to_owned(),
+                            what: "start",
+                        }),
+                    }
+                }
+                Lifecycle::Shutdown => self
+                    .qmp_command(i, d, "shutdown", "system_powerdown", None, QMP_TIMEOUT)
+                    .await
+                    .map(drop),
+                Lifecycle::Reboot => self
+                    .qmp_command(i, d, "reboot", "system_reset", None, QMP_TIMEOUT)
+                    .await
+                    .map(drop),
+                Lifecycle::Destroy if supervised => {
+                    if self.exited(i).is_none() {
+                        self.destroy_supervised(i).await;
+                    }
+                    Ok(())
+                }
+                Lifecycle::Destroy => self
+                    .qmp_command(i, d, "destroy", "quit", None, QMP_TIMEOUT)
+                    .await
+                    .map(drop),
+                #[allow(unreachable_patterns)]
+                other => Err(BackendError::NotSupported {
+                    what: format!("{other:?}").to_lowercase(),
+                    backend: "qemu",
+                }),
+            }
+        })
+    }
+
+    fn screenshot<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<u8>, BackendError>> {
+        Box::pin(async move {
+            let (i, d) = self.find(name)?;
+            let file = screenshot::TempFile::create().map_err(|e| BackendError::Failed {
+                domain: name.to_owned(),
+                what: "screenshot".into(),
+                reason: e.to_string(),
+            })?;
+            let args = json!({ "filename": file.path(), "format": "png" });
+            self.qmp_command(
+                i,
+                d,
+                "screenshot",
+                "screendump",
+                Some(args),
+                SCREENDUMP_TIMEOUT,
+            )
+            .await?;
+            file.read_png().map_err(|e| BackendError::Failed {
+                domain: name.to_owned(),
+                what: "screenshot".into(),
+                reason: e.to_string(),
+            })
+        })
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let all = std::mem::take(&mut *self.supervised.lock().await);
-            join_all(all.into_iter().map(|(_, s)| s.stop())).await;
+            join_all((0..self.supervised.len()).map(|i| self.destroy_supervised(i))).await;
         })
     }
 }

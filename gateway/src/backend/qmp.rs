@@ -1,8 +1,8 @@
 //! A minimal QMP client: JSON lines over a tokio `UnixStream`.
 //!
 //! Why not the `qapi` crate: the gateway needs a handful of commands (`qmp_capabilities`,
-//! `query-status`, `query-uuid`, `query-cpus-fast`, `query-memory-size-summary`, `quit`) and
-//! reads a few fields of each. Fifty lines of serde_json over tokio do that with no
+//! `query-status`, `query-uuid`, `query-cpus-fast`, `query-memory-size-summary`, `quit`,
+//! `system_powerdown`, `system_reset`, `screendump`) and reads a few fields of each. Fifty lines of serde_json over tokio do that with no
 //! extra dependency tree, fully async, with our own timeouts and error messages, and they
 //! keep working when QEMU adds fields. qapi (passively maintained) generates the whole
 //! QAPI schema, which we would compile but not use.
@@ -104,8 +104,20 @@ impl Qmp {
 
     /// Run a command without arguments and return its `return` value.
     pub async fn execute(&mut self, command: &str) -> Result<Value, QmpError> {
-        let mut line = serde_json::to_vec(&json!({ "execute": command }))
-            .map_err(|e| QmpError::Protocol(e.to_string()))?;
+        self.execute_with(command, None).await
+    }
+
+    /// Run a command with `arguments` (a JSON object) and return its `return` value.
+    pub async fn execute_with(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QmpError> {
+        let msg = match arguments {
+            Some(args) => json!({ "execute": command, "arguments": args }),
+            None => json!({ "execute": command }),
+        };
+        let mut line = serde_json::to_vec(&msg).map_err(|e| QmpError::Protocol(e.to_string()))?;
         line.push(b'\n');
         self.writer.write_all(&line).await?;
         loop {

@@ -4,20 +4,25 @@
 //! Ctrl-C in the gateway's terminal does not reach it, with stdout/stderr forwarded to the
 //! log; then poll the QMP socket until QEMU answers, bounded by `backend.start_timeout_s`
 //! (an early exit or the timeout is an error naming the command). Run: a task waits for the
-//! process; an exit on its own is logged and remembered (the domain then lists as
-//! `unavailable` with that reason). Stop: QMP `quit`, then SIGKILL after a grace period;
-//! `kill_on_drop` is the last resort if the gateway unwinds without stopping.
+//! process; its exit is logged and published as an [`Exit`] on a watch channel: exit status
+//! 0 (the guest powered off, or someone sent QMP `quit`) is `shut_off`, death by a signal is
+//! `crashed`, any other status `unavailable`. Stop (destroy, gateway exit): QMP `quit`, then
+//! SIGKILL after a grace period, reaped, `shut_off`; `kill_on_drop` is the last resort if
+//! the gateway unwinds without stopping. The backend starts a stopped domain again with a
+//! new [`start`].
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
+use virtgate_proto::DomainState;
 
 use super::qmp::Qmp;
 use super::BackendError;
@@ -28,8 +33,40 @@ const POLL: Duration = Duration::from_millis(25);
 /// How long QEMU gets to quit after QMP `quit` before it is killed.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Why a supervised QEMU is gone (`None` while it runs), shared with the backend.
-pub type ExitReason = Arc<Mutex<Option<String>>>;
+/// How a supervised QEMU ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The domain's state from now on: `shut_off`, `crashed` or `unavailable`.
+    pub state: DomainState,
+    /// How it ended, in words, for the domain's `state_reason`.
+    pub reason: String,
+}
+
+impl Exit {
+    /// Classify an exit status QEMU ended with by itself.
+    pub fn from_status(status: &ExitStatus) -> Exit {
+        if status.success() {
+            Exit {
+                state: DomainState::ShutOff,
+                reason: "QEMU exited normally (the guest powered off or QEMU was told to quit)"
+                    .into(),
+            }
+        } else if let Some(sig) = status.signal() {
+            Exit {
+                state: DomainState::Crashed,
+                reason: format!("QEMU was killed by signal {sig}"),
+            }
+        } else {
+            Exit {
+                state: DomainState::Unavailable,
+                reason: format!("QEMU exited ({status})"),
+            }
+        }
+    }
+}
+
+/// `None` while QEMU runs, then how it ended; the backend keeps a receiver per domain.
+pub type ExitWatch = watch::Receiver<Option<Exit>>;
 
 /// A running QEMU the gateway owns.
 #[derive(Debug)]
@@ -40,14 +77,20 @@ pub struct Supervised {
     stop: CancellationToken,
     /// The watcher task; finishes when QEMU is gone.
     task: JoinHandle<()>,
-    /// Set when QEMU exited: how, for the domain's `state_reason`.
-    exited: ExitReason,
+    /// Set when QEMU exited.
+    exited: ExitWatch,
 }
 
 impl Supervised {
-    /// Why QEMU is gone, if it exited; the handle stays current.
-    pub fn exit_reason_handle(&self) -> ExitReason {
+    /// How QEMU ended, once it has; the receiver stays current (and keeps the last value
+    /// after the watcher is gone).
+    pub fn exit_watch(&self) -> ExitWatch {
         self.exited.clone()
+    }
+
+    /// Whether QEMU has exited.
+    pub fn has_exited(&self) -> bool {
+        self.exited.borrow().is_some()
     }
 
     /// Stop QEMU (QMP quit, then kill) and wait until it is gone.
@@ -64,7 +107,8 @@ pub async fn start(d: &DomainConfig, timeout: Duration) -> Result<Supervised, Ba
     let argv = d.command.clone().unwrap_or_default();
     let command_line = argv.join(" ");
     let program = argv.first().cloned().unwrap_or_default();
-    let span = tracing::info_span!("qemu", domain = %d.name);
+    // A root span: a QEMU started during a request outlives its connection.
+    let span = tracing::info_span!(parent: None, "qemu", domain = %d.name);
     let mut child = Command::new(&program)
         .args(argv.iter().skip(1))
         .stdin(Stdio::null())
@@ -117,9 +161,8 @@ pub async fn start(d: &DomainConfig, timeout: Duration) -> Result<Supervised, Ba
     span.in_scope(|| tracing::info!(pid, qmp = %d.qmp.display(), "QEMU is ready"));
 
     let stop = CancellationToken::new();
-    let exited = Arc::new(Mutex::new(None));
-    let task =
-        tokio::spawn(watch(child, d.qmp.clone(), stop.clone(), exited.clone()).instrument(span));
+    let (tx, exited) = watch::channel(None);
+    let task = tokio::spawn(supervise(child, d.qmp.clone(), stop.clone(), tx).instrument(span));
     Ok(Supervised {
         domain: d.name.clone(),
         stop,
@@ -128,25 +171,32 @@ pub async fn start(d: &DomainConfig, timeout: Duration) -> Result<Supervised, Ba
     })
 }
 
-/// Wait for QEMU to exit by itself, or stop it when told to.
-async fn watch(mut child: Child, qmp: PathBuf, stop: CancellationToken, exited: ExitReason) {
-    let status = tokio::select! {
+/// Wait for QEMU to exit by itself, or stop it when told to; publish how it ended.
+async fn supervise(
+    mut child: Child,
+    qmp: PathBuf,
+    stop: CancellationToken,
+    tx: watch::Sender<Option<Exit>>,
+) {
+    let exit = tokio::select! {
         status = child.wait() => {
-            let reason = match &status {
-                Ok(s) => format!("QEMU exited ({s})"),
-                Err(e) => format!("QEMU: cannot wait for it: {e}"),
+            let exit = match &status {
+                Ok(s) => Exit::from_status(s),
+                Err(e) => Exit { state: DomainState::Unavailable, reason: format!("QEMU: cannot wait for it: {e}") },
             };
-            tracing::warn!(reason = %reason, "QEMU exited on its own; the domain is unavailable now");
-            if let Ok(mut g) = exited.lock() {
-                *g = Some(reason);
+            if exit.state == DomainState::ShutOff {
+                tracing::info!(reason = %exit.reason, "QEMU exited; the domain is shut off");
+            } else {
+                tracing::warn!(reason = %exit.reason, state = %exit.state, "QEMU ended unexpectedly");
             }
-            return;
+            exit
         }
-        _ = stop.cancelled() => quit(&mut child, &qmp).await,
+        _ = stop.cancelled() => {
+            let how = quit(&mut child, &qmp).await;
+            Exit { state: DomainState::ShutOff, reason: format!("QEMU stopped by the gateway ({how})") }
+        }
     };
-    if let Ok(mut g) = exited.lock() {
-        *g = Some(format!("QEMU stopped by the gateway ({status})"));
-    }
+    tx.send_replace(Some(exit));
 }
 
 /// QMP `quit`, wait up to [`GRACE`], then kill. Returns how it ended, for the log.
@@ -183,5 +233,22 @@ async fn forward(stream: impl AsyncRead + Unpin, name: &'static str) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(stream = name, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_classified() {
+        let ok = Exit::from_status(&ExitStatus::from_raw(0));
+        assert_eq!(ok.state, DomainState::ShutOff);
+        let killed = Exit::from_status(&ExitStatus::from_raw(9));
+        assert_eq!(killed.state, DomainState::Crashed);
+        assert!(killed.reason.contains("signal 9"), "{}", killed.reason);
+        let failed = Exit::from_status(&ExitStatus::from_raw(1 << 8));
+        assert_eq!(failed.state, DomainState::Unavailable);
+        assert!(failed.reason.contains('1'), "{}", failed.reason);
     }
 }

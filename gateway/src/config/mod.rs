@@ -109,7 +109,7 @@ pub struct Kerberos {
 pub enum BackendKind {
     /// QEMU processes reached through their QMP, VNC and serial unix sockets.
     Qemu,
-    /// libvirtd (a later version implements it).
+    /// libvirtd: every domain it defines, through one libvirt connection (`uri`).
     Libvirt,
 }
 
@@ -119,13 +119,16 @@ pub enum BackendKind {
 pub struct Backend {
     /// `qemu` or `libvirt`.
     pub kind: BackendKind,
-    /// libvirt connection URI (libvirt only; default `qemu:///system`).
+    /// libvirt connection URI (libvirt only; default `qemu:///system`), e.g.
+    /// `qemu:///system?socket=/run/libvirt/libvirt-sock` or `qemu:///session`.
     #[serde(default)]
     pub uri: Option<String>,
-    /// libvirtd's read-write RPC socket (libvirt only).
+    /// libvirtd's read-write RPC socket, passed through by `/v1/libvirt` (libvirt only;
+    /// default `/run/libvirt/libvirt-sock`).
     #[serde(default)]
     pub libvirt_socket: Option<PathBuf>,
-    /// libvirtd's read-only RPC socket (libvirt only).
+    /// libvirtd's read-only RPC socket, passed through by `/v1/libvirt?ro` (libvirt only;
+    /// default `/run/libvirt/libvirt-sock-ro`).
     #[serde(default)]
     pub libvirt_socket_ro: Option<PathBuf>,
     /// Seconds to wait for the QMP socket of a QEMU the gateway starts itself (default 30).
@@ -138,6 +141,34 @@ pub struct Backend {
 
 fn default_start_timeout() -> u64 {
     30
+}
+
+/// `backend.uri` when not set.
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+/// `backend.libvirt_socket` when not set.
+pub const DEFAULT_LIBVIRT_SOCKET: &str = "/run/libvirt/libvirt-sock";
+/// `backend.libvirt_socket_ro` when not set.
+pub const DEFAULT_LIBVIRT_SOCKET_RO: &str = "/run/libvirt/libvirt-sock-ro";
+
+impl Backend {
+    /// The libvirt URI, with its default.
+    pub fn libvirt_uri(&self) -> &str {
+        self.uri.as_deref().unwrap_or(DEFAULT_LIBVIRT_URI)
+    }
+
+    /// libvirtd's read-write socket, with its default.
+    pub fn libvirt_socket_path(&self) -> &std::path::Path {
+        self.libvirt_socket
+            .as_deref()
+            .unwrap_or(std::path::Path::new(DEFAULT_LIBVIRT_SOCKET))
+    }
+
+    /// libvirtd's read-only socket, with its default.
+    pub fn libvirt_socket_ro_path(&self) -> &std::path::Path {
+        self.libvirt_socket_ro
+            .as_deref()
+            .unwrap_or(std::path::Path::new(DEFAULT_LIBVIRT_SOCKET_RO))
+    }
 }
 
 /// `[[backend.domain]]`: one QEMU virtual machine.
@@ -227,9 +258,12 @@ impl Config {
         if self.listen.unix.is_some() {
             logins.push("unix".to_owned());
         }
+        let backend = match self.backend.kind {
+            BackendKind::Qemu => format!("{} domains", self.backend.domains.len()),
+            BackendKind::Libvirt => format!("libvirt at {}", self.backend.libvirt_uri()),
+        };
         format!(
-            "{} domains, {} rules, listeners {}, logins {}",
-            self.backend.domains.len(),
+            "{backend}, {} rules, listeners {}, logins {}",
             self.rules.len(),
             listeners.join(", "),
             logins.join(", ")

@@ -186,11 +186,7 @@ fn kerberos(config: &Config, p: &mut Problems) {
 fn backend(config: &Config, p: &mut Problems) {
     let b = &config.backend;
     match b.kind {
-        BackendKind::Libvirt => p.add(
-            "backend.kind",
-            "the libvirt backend is not supported in this build yet",
-            "use kind = \"qemu\" with [[backend.domain]] tables",
-        ),
+        BackendKind::Libvirt => libvirt(b, p),
         BackendKind::Qemu => {
             for (key, set) in [
                 ("backend.uri", b.uri.is_some()),
@@ -266,6 +262,54 @@ fn backend(config: &Config, p: &mut Problems) {
             }
         }
     }
+}
+
+/// `kind = "libvirt"`: no `[[backend.domain]]`, a URI that looks like one, absolute sockets.
+fn libvirt(b: &super::Backend, p: &mut Problems) {
+    if !b.domains.is_empty() {
+        p.add(
+            "backend.domain",
+            "[[backend.domain]] tables are for kind = \"qemu\"",
+            "remove them: libvirt lists its own domains (`virsh list --all`)",
+        );
+    }
+    if let Some(uri) = &b.uri {
+        if let Some(why) = libvirt_uri_problem(uri) {
+            p.add(
+                "backend.uri",
+                format!("`{}` {why}", uri.escape_debug()),
+                "write a libvirt URI such as \"qemu:///system\" or \"qemu:///system?socket=/run/libvirt/libvirt-sock\"",
+            );
+        }
+    }
+    if let Some(s) = &b.libvirt_socket {
+        p.absolute("backend.libvirt_socket".into(), s);
+    }
+    if let Some(s) = &b.libvirt_socket_ro {
+        p.absolute("backend.libvirt_socket_ro".into(), s);
+    }
+}
+
+/// Why `uri` is not a libvirt URI (`driver[+transport]://[user@][host][:port]/path[?query]`).
+fn libvirt_uri_problem(uri: &str) -> Option<&'static str> {
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains spaces or control characters");
+    }
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Some("is not a URI (no `://`)");
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return Some("has no valid driver name before `://`");
+    }
+    if !rest.contains('/') {
+        return Some("has no path (e.g. `/system`) after the host part");
+    }
+    None
 }
 
 fn rules(config: &Config, p: &mut Problems) {
@@ -405,6 +449,55 @@ vnc = "/r/a/vnc.sock"
     fn rules_must_name_someone_and_something() {
         let ps = problems(&format!("{BASE}[[rule]]\nwho = []\ndomains = [\"*\"]\nrole = \"viewer\"\n[[rule]]\nwho = [\"group:\"]\ndomains = []\nrole = \"admin\"\n"));
         assert_eq!(keys(&ps), ["rule[0].who", "rule[1].who", "rule[1].domains"]);
+    }
+
+    const LIBVIRT: &str = r#"
+[listen]
+unix = "/run/v.sock"
+[backend]
+kind = "libvirt"
+"#;
+
+    #[test]
+    fn libvirt_backend_is_valid_with_defaults_and_checks_its_keys() {
+        assert!(problems(LIBVIRT).is_empty());
+        let full = format!("{LIBVIRT}uri = \"qemu+unix:///system?socket=/tmp/l/libvirt-sock\"\nlibvirt_socket = \"/tmp/l/libvirt-sock\"\nlibvirt_socket_ro = \"/tmp/l/libvirt-sock-ro\"\n");
+        assert!(problems(&full).is_empty(), "{:?}", problems(&full));
+        let bad = format!("{LIBVIRT}uri = \"system\"\nlibvirt_socket = \"rel/sock\"\n[[backend.domain]]\nname = \"a\"\nqmp = \"/q\"\n");
+        let ps = problems(&bad);
+        assert_eq!(
+            keys(&ps),
+            ["backend.domain", "backend.uri", "backend.libvirt_socket"],
+            "{ps:?}"
+        );
+        assert!(ps[0].hint.contains("libvirt lists its own domains"));
+        for uri in [
+            "qemu:///session",
+            "test:///default",
+            "qemu+ssh://root@h/system",
+            "qemu:///embed?root=/x",
+        ] {
+            assert_eq!(libvirt_uri_problem(uri), None, "{uri}");
+        }
+        for uri in [
+            "",
+            "qemu",
+            "://x/y",
+            "qemu://host",
+            "qe mu:///system",
+            "1q:///system",
+        ] {
+            assert!(libvirt_uri_problem(uri).is_some(), "{uri}");
+        }
+    }
+
+    #[test]
+    fn libvirt_keys_are_refused_for_qemu() {
+        let ps = problems(&BASE.replace(
+            "kind = \"qemu\"",
+            "kind = \"qemu\"\nuri = \"qemu:///system\"",
+        ));
+        assert_eq!(keys(&ps), ["backend.uri"]);
     }
 
     #[test]

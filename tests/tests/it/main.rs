@@ -8,6 +8,7 @@ mod api;
 mod badinput;
 mod config;
 mod demo;
+mod fixtures;
 mod kerberos;
 mod pki;
 mod ssh;

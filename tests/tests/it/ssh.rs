@@ -57,7 +57,7 @@ impl SWorld {
         std::fs::create_dir_all(&keys).unwrap();
         let key = keys.join("id_ed25519");
         keygen(&key, "ed25519", "");
-        account().authorize(&key.with_extension("pub"));
+        sshd.authorize(&key.with_extension("pub"));
         SWorld {
             dir,
             _pki: pki,
@@ -164,7 +164,7 @@ fn encrypted_key_file_and_wrong_passphrase() {
     let w = SWorld::start(true);
     let enc = w.dir.path().join("keys/id_enc");
     keygen(&enc, "ed25519", "ssh key secret");
-    account().authorize(&enc.with_extension("pub"));
+    w.sshd.authorize(&enc.with_extension("pub"));
     let c = w.client("enc", &w.url("127.0.0.1", &w.sock), Keys::None, true);
     std::fs::copy(&enc, c.home.join(".ssh/id_ed25519")).unwrap();
 

@@ -1,0 +1,294 @@
+//! `virtgate libvirt [--socket PATH] [--ro]`: a local unix socket for virsh and
+//! virt-manager whose every connection is one tunnel stream (extended CONNECT `/v1/libvirt`,
+//! or `/v1/libvirt?ro` with `--ro`) on the session's single HTTP/2 connection; libvirt's RPC
+//! passes through unchanged (the listener and splicing are [`super::relay`]).
+//!
+//! Contract: the FIRST line on stdout is `qemu+unix:///system?socket=PATH`, printed (and
+//! flushed) only after one tunnel was opened and closed again, so a user without the role
+//! gets `error:` / `hint:` and status 1 instead of a URI that fails later. How to use it
+//! (virsh, virt-manager) goes to stderr. Ctrl-C, SIGTERM or SIGHUP remove the socket and end
+//! with status 0; losing the gateway removes it and ends with status 1.
+//!
+//! The default socket is `$XDG_RUNTIME_DIR/virtgate/libvirt-PROFILE[-ro].sock`, or
+//! `/tmp/virtgate-UID/…` without `XDG_RUNTIME_DIR`; its folder is created mode 0700 (and a
+//! folder under /tmp that is not ours or is open to others is refused). The socket is mode
+//! 0600. A stale socket file (nothing listening) is replaced; a live one, or a file that is
+//! not a socket, is left alone and reported.
+
+use std::ffi::OsStr;
+use std::fs::{DirBuilder, Permissions};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use virtgate_proto::{ApiPath, TunnelKind};
+
+use super::print;
+use super::relay::{self, Local, Stop};
+use crate::error::Error;
+use crate::session::Session;
+
+/// How long closing the access-check tunnel may take.
+const CHECK_CLOSE: Duration = Duration::from_secs(2);
+
+/// Where the socket goes unless `--socket` says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultSocket {
+    /// The folder (created 0700 when missing).
+    pub folder: PathBuf,
+    /// Whether the folder is in a shared place (/tmp) and must be checked to be ours.
+    pub shared: bool,
+    /// The socket file inside it.
+    pub socket: PathBuf,
+}
+
+/// The default socket for a profile (`None`: a bare `--url`), from `$XDG_RUNTIME_DIR`
+/// and the uid.
+pub fn default_socket(
+    runtime_dir: Option<&OsStr>,
+    uid: u32,
+    profile: Option<&str>,
+    read_only: bool,
+) -> DefaultSocket {
+    let (folder, shared) = match runtime_dir.filter(|d| !d.is_empty()) {
+        Some(d) => (Path::new(d).join("virtgate"), false),
+        None => (PathBuf::from(format!("/tmp/virtgate-{uid}")), true),
+    };
+    let name: String = profile
+        .unwrap_or("default")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let ro = if read_only { "-ro" } else { "" };
+    let socket = folder.join(format!("libvirt-{name}{ro}.sock"));
+    DefaultSocket {
+        folder,
+        shared,
+        socket,
+    }
+}
+
+/// The libvirt URI of a local socket.
+pub fn uri(socket: &Path) -> String {
+    format!("qemu+unix:///system?socket={}", socket.display())
+}
+
+/// `virtgate libvirt`
+pub async fn run(
+    session: &Session,
+    socket: Option<PathBuf>,
+    read_only: bool,
+    profile: Option<&str>,
+) -> Result<(), Error> {
+    let mut stop = Stop::install()?;
+    let path = match socket {
+        Some(p) => p,
+        None => {
+            let uid = rustix::process::getuid().as_raw();
+            let d = default_socket(
+                std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+                uid,
+                profile,
+                read_only,
+            );
+            private_folder(&d.folder, d.shared, uid)?;
+            d.socket
+        }
+    };
+    let tunnel = ApiPath::Tunnel {
+        domain: None,
+        kind: TunnelKind::Libvirt { read_only },
+    };
+    // the role check: one tunnel opened and closed before anything is promised
+    let mut probe = tokio::select! {
+        p = session.open_tunnel(&tunnel) => p?,
+        () = stop.wait() => return Ok(()),
+    };
+    let _ = tokio::time::timeout(CHECK_CLOSE, probe.shutdown()).await;
+    drop(probe);
+
+    let listener = bind(&path)?;
+    let _remove = RemoveOnDrop(path.clone());
+    let uri = uri(&path);
+    print(&format!("{uri}\n"))?;
+    let (r, what) = if read_only {
+        (" -r", "libvirtd's read-only socket")
+    } else {
+        ("", "libvirtd")
+    };
+    eprintln!(
+        "forwarding {} to {what} on {}; Ctrl-C to stop\n\
+         use it with:\n  virsh{r} -c '{uri}' list --all\n  virt-manager -c '{uri}'",
+        path.display(),
+        session.server()
+    );
+    relay::serve(
+        session,
+        Local::Unix(listener),
+        tunnel,
+        stop,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Create the socket folder 0700, or check that an existing one is private.
+fn private_folder(folder: &Path, shared: bool, uid: u32) -> Result<(), Error> {
+    let fail = |source: std::io::Error| Error::LocalFile {
+        action: "create the socket folder",
+        path: folder.to_path_buf(),
+        source,
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(folder)
+        .map_err(fail)?;
+    let meta = std::fs::symlink_metadata(folder).map_err(fail)?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(fail(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("it is not a folder owned by uid {uid}; not using it"),
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        if shared {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "others may use it (mode {:o}); not using it",
+                    meta.mode() & 0o777
+                ),
+            )));
+        }
+        std::fs::set_permissions(folder, Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Bind the socket (mode 0600), replacing a stale socket file.
+fn bind(path: &Path) -> Result<UnixListener, Error> {
+    let fail = |source: std::io::Error| Error::LocalFile {
+        action: "listen on socket",
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(fail(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another program (another `virtgate libvirt`?) listens on it",
+                )));
+            }
+            tracing::debug!(path = %path.display(), "removing a stale socket");
+            std::fs::remove_file(path).map_err(fail)?;
+        }
+        Ok(_) => {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way; not touching it",
+            )))
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(fail)?;
+    if let Err(e) = std::fs::set_permissions(path, Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(path);
+        return Err(fail(e));
+    }
+    Ok(listener)
+}
+
+/// Removes the socket file when the forwarder ends, however it ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            tracing::debug!(path = %self.0.display(), error = %e, "socket not removed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_socket_paths() {
+        let d = default_socket(Some(OsStr::new("/run/user/1000")), 1000, Some("hv1"), false);
+        assert_eq!(
+            d.socket,
+            Path::new("/run/user/1000/virtgate/libvirt-hv1.sock")
+        );
+        assert!(!d.shared);
+        let d = default_socket(None, 1000, None, true);
+        assert_eq!(d.folder, Path::new("/tmp/virtgate-1000"));
+        assert_eq!(
+            d.socket,
+            Path::new("/tmp/virtgate-1000/libvirt-default-ro.sock")
+        );
+        assert!(d.shared);
+        let d = default_socket(Some(OsStr::new("")), 7, Some("a/b"), false);
+        assert_eq!(d.socket, Path::new("/tmp/virtgate-7/libvirt-a_b.sock"));
+    }
+
+    #[test]
+    fn uri_names_the_socket() {
+        assert_eq!(
+            uri(Path::new("/run/user/1000/virtgate/libvirt-hv1.sock")),
+            "qemu+unix:///system?socket=/run/user/1000/virtgate/libvirt-hv1.sock"
+        );
+    }
+
+    #[test]
+    fn folders_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = rustix::process::getuid().as_raw();
+        let f = dir.path().join("a/virtgate");
+        private_folder(&f, true, uid).unwrap();
+        let mode = std::fs::metadata(&f).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&f, Permissions::from_mode(0o755)).unwrap();
+        let e = private_folder(&f, true, uid).unwrap_err();
+        assert!(e.to_string().contains("socket folder"), "{e}");
+        private_folder(&f, false, uid).unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o777, 0o700);
+        assert!(private_folder(&f, false, uid.wrapping_add(1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn stale_sockets_are_replaced_live_ones_and_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("l.sock");
+        let live = bind(&s).unwrap();
+        assert_eq!(std::fs::metadata(&s).unwrap().mode() & 0o777, 0o600);
+        let e = bind(&s).unwrap_err();
+        assert!(
+            crate::error::chain_text(&e).contains("listens on it"),
+            "{e}"
+        );
+        drop(live); // the file stays: now it is stale
+        assert!(s.exists());
+        let again = bind(&s).unwrap();
+        drop(again);
+        {
+            let _r = RemoveOnDrop(s.clone());
+        }
+        assert!(!s.exists());
+        let f = dir.path().join("file");
+        std::fs::write(&f, b"x").unwrap();
+        assert!(bind(&f).is_err());
+        assert_eq!(std::fs::read(&f).unwrap(), b"x");
+    }
+}
