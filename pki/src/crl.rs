@@ -43,7 +43,7 @@ pub fn parse_reason(name: &str) -> Option<RevocationReason> {
 
 /// Decodes a serial in hex (as stored in the index) into bytes.
 pub fn serial_bytes(hex: &str) -> Option<Vec<u8>> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

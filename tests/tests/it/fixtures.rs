@@ -169,10 +169,16 @@ fn guest_on_qemu_echoes_serial_and_powers_off_on_the_power_button() {
     let dir = tempdir();
     let kernel = guest_kernel(dir.path(), GuestOptions::default());
     let started = Instant::now();
-    let q = QemuBuilder::new("g").kernel(&kernel).start(dir.path());
+    let q = QemuBuilder::new("g")
+        .kernel(&kernel)
+        .paused(true)
+        .start(dir.path());
+    // Connected before the CPU runs: QEMU drops serial output nobody is connected to.
     let mut serial = Serial::unix(q.serial.as_ref().unwrap());
-    // Typed while the guest may still be in the BIOS: echoed after the banner.
+    let mut qmp = Qmp::connect(&q.qmp);
+    // Typed before the guest is up: echoed after the banner.
     serial.tx.write_all(b"early\n").unwrap();
+    qmp.cmd("cont");
     serial.expect(&format!("{BANNER}\r\n"));
     eprintln!("guest ready after {:?}", started.elapsed());
     serial.expect("early\n");
@@ -182,7 +188,6 @@ fn guest_on_qemu_echoes_serial_and_powers_off_on_the_power_button() {
         .collect();
     serial.echo(&long);
 
-    let mut qmp = Qmp::connect(&q.qmp);
     assert_eq!(qmp.cmd("query-status")["status"], "running");
     let pressed = Instant::now();
     qmp.cmd("system_powerdown");
@@ -198,10 +203,14 @@ fn guest_on_qemu_echoes_serial_and_powers_off_on_the_power_button() {
 fn guest_ignoring_the_power_button_keeps_running() {
     let dir = tempdir();
     let kernel = guest_kernel(dir.path(), GuestOptions::ignoring_power_button());
-    let q = QemuBuilder::new("g").kernel(&kernel).start(dir.path());
+    let q = QemuBuilder::new("g")
+        .kernel(&kernel)
+        .paused(true)
+        .start(dir.path());
     let mut serial = Serial::unix(q.serial.as_ref().unwrap());
-    serial.expect(&format!("{BANNER}\r\n"));
     let mut qmp = Qmp::connect(&q.qmp);
+    qmp.cmd("cont");
+    serial.expect(&format!("{BANNER}\r\n"));
     qmp.cmd("system_powerdown");
     // Two round trips: the guest has been through its idle loop (where the other variant
     // checks the button and powers off at once) since the button was pressed.
