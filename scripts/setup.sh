@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages virtgate's demo and tests use (QEMU, a VNC client, curl,
-# openssl, an MIT KDC) and the headers to build it (libkrb5, libclang), if any is missing. Needs root or sudo; safe to run again.
+# openssl, an MIT KDC, sshd, libvirt) and the headers to build it (libkrb5, libclang), if any is missing. Needs root or sudo; safe to run again.
 set -euo pipefail
 
 packages=(
@@ -9,6 +9,11 @@ packages=(
     krb5-kdc krb5-admin-server krb5-user libkrb5-dev libclang-dev
     # SSH transport: a real sshd and a non-root user whose login shell is zsh
     openssh-server openssh-client zsh passwd
+    # libvirt: a real libvirtd + virtlogd (started by the tests in a mount namespace of
+    # their own) and virsh; binutils assembles the tests' tiny guest kernel
+    libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients binutils mount
+    # the gateway's libvirt backend links libvirt (virt crate)
+    libvirt-dev
 )
 
 missing=()

@@ -5,8 +5,11 @@
 //! starts a diskless TCG QEMU with unix QMP/VNC/serial sockets; [`fixture::gateway`] writes
 //! a config and starts `virtgated` on port 0, learning its addresses from stdout;
 //! [`fixture::client`] runs `virtgate` with a profile of its own, curl, and `virtgate vnc`;
-//! [`fixture::vnc`] takes screenshots with vncsnapshot. [`fixture::process`] holds the
-//! child guards and deadlines all of them use.
+//! [`fixture::vnc`] takes screenshots with vncsnapshot; [`fixture::guest`] assembles a
+//! tiny guest kernel (serial echo, ACPI power button) for `-kernel`; [`fixture::libvirtd`]
+//! starts a private virtlogd + libvirtd (in a mount namespace of its own) and defines
+//! domains booting that guest. [`fixture::process`] holds the child guards and deadlines
+//! all of them use.
 //!
 //! The binaries under test are the workspace's own (`virtgated`, `virtgate`,
 //! `virtgate-pki`), found next to the test executable in cargo's target directory: run

@@ -129,6 +129,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 struct Qmp {
     r: std::io::BufReader<UnixStream>,
     w: UnixStream,
+    /// QEMU's log (next to the QMP socket), for failure messages.
+    log: std::path::PathBuf,
 }
 
 impl Qmp {
@@ -138,6 +140,7 @@ impl Qmp {
         let mut q = Qmp {
             r: std::io::BufReader::new(s.try_clone().unwrap()),
             w: s,
+            log: path.with_file_name("qemu.log"),
         };
         q.line(); // greeting
         q.cmd("qmp_capabilities");
@@ -147,13 +150,32 @@ impl Qmp {
     fn line(&mut self) -> Value {
         use std::io::BufRead as _;
         let mut l = String::new();
-        self.r.read_line(&mut l).expect("read QMP");
+        if let Err(e) = self.r.read_line(&mut l) {
+            panic!("read QMP: {e}; {}", self.log_text());
+        }
         serde_json::from_str(&l).unwrap_or_else(|e| panic!("QMP {l:?}: {e}"))
+    }
+
+    fn log_text(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!("qemu.log: {log}")
+    }
+
+    /// `quit`: QEMU may close the socket before or after its answer.
+    fn quit(mut self) {
+        let _ = self.w.write_all(b"{\"execute\": \"quit\"}\n");
+        let mut rest = String::new();
+        let _ = self.r.read_to_string(&mut rest);
     }
 
     /// Run a command; returns its `return` (events before it are skipped).
     fn cmd(&mut self, name: &str) -> Value {
-        writeln!(self.w, "{}", json!({ "execute": name })).expect("write QMP");
+        // One write: QEMU acts on a command as soon as its JSON is complete (`quit` may
+        // close the socket before a separate newline arrives).
+        let line = format!("{}\n", json!({ "execute": name }));
+        if let Err(e) = self.w.write_all(line.as_bytes()) {
+            panic!("QMP {name}: {e}; {}", self.log_text());
+        }
         loop {
             let v = self.line();
             if let Some(r) = v.get("return") {
@@ -217,7 +239,7 @@ fn guest_ignoring_the_power_button_keeps_running() {
     serial.echo("one\n");
     serial.echo("two\n");
     assert_eq!(qmp.cmd("query-status")["status"], "running");
-    qmp.cmd("quit");
+    qmp.quit();
     serial.expect_eof();
 }
 

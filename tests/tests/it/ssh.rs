@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use virtgate_tests::fixture::sshd::{
-    keygen, open_path_to, Agent, Sshd, SshdBuilder, SSH_USER,
-};
+use virtgate_tests::fixture::sshd::{keygen, open_path_to, Agent, Sshd, SshdBuilder, SSH_USER};
 use virtgate_tests::fixture::vnc::{snapshot_until, SEABIOS};
 use virtgate_tests::{ClientUser, Gateway, GatewayBuilder, Pki, Qemu, QemuBuilder};
 
