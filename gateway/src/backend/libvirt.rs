@@ -5,7 +5,8 @@
 //!   call runs on tokio's blocking pool with a timeout, and calls made while libvirtd is
 //!   away fail at once with [`BackendError::Unavailable`].
 //! - [`xml`]: consoles and the VNC address from a domain's live XML.
-//! - [`console`]: the serial console (`virDomainOpenConsole`) as a byte stream.
+//! - [`console`]: the serial console (`virDomainOpenConsole`, with `FORCE` so a stale
+//!   session cannot lock users out) as a byte stream, on a connection of its own.
 //! - [`image`]: screenshots (`virDomainScreenshot`, PPM from QEMU) as PNG.
 //!
 //! VNC is a direct connection from the gateway to the display the live XML names (unix
@@ -158,9 +159,14 @@ impl LibvirtBackend {
                 kind: "serial",
             });
         }
+        // The console gets a libvirt connection of its own: a blocking stream on the shared
+        // connection would hold up every other call made on it while it waits for data.
+        let uri = self.conn.uri().to_owned();
         let stream = self
-            .with_domain(name, "serial console", |c, d| {
-                let s = Stream::new(c, 0)?;
+            .with_domain(name, "serial console", move |_, d| {
+                let own = virt::connect::Connect::open(Some(&uri))?;
+                let d = own.lookup_domain_by_name(&d.name()?)?;
+                let s = Stream::new(&own, 0)?;
                 // FORCE: a stale session (a client that vanished) must not lock users out.
                 d.open_console(None, &s, virt::sys::VIR_DOMAIN_CONSOLE_FORCE)?;
                 Ok(s)

@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod fixtures;
 mod kerberos;
+mod lifecycle;
 mod pki;
 mod ssh;
 mod vnc;

@@ -176,6 +176,11 @@ impl Conn {
         conn
     }
 
+    /// The URI, for connections of their own (consoles).
+    pub fn uri(&self) -> &str {
+        &self.inner.uri
+    }
+
     /// One attempt to open the connection; on success it goes into the slot.
     async fn try_open(&self) -> Result<(), String> {
         let uri = self.inner.uri.clone();
@@ -298,6 +303,7 @@ async fn supervise(conn: Conn) {
     let stop = conn.inner.stop.clone();
     let mut backoff = BACKOFF_MIN;
     let mut failures: u32 = 0;
+    let mut next_warn: u32 = 1;
     loop {
         let current = {
             let slot = conn.lock();
@@ -330,13 +336,15 @@ async fn supervise(conn: Conn) {
                         tracing::info!(uri = %conn.inner.uri, after_attempts = failures + 1, "connected to libvirtd");
                         backoff = BACKOFF_MIN;
                         failures = 0;
+                        next_warn = 1;
                         continue;
                     }
                     Err(e) => {
                         failures += 1;
-                        // Say it at the first failure and then now and then, not every 5 s.
-                        if failures == 1 || failures % 60 == 0 {
-                            tracing::warn!(uri = %conn.inner.uri, error = %e, attempts = failures, "libvirtd still not reachable; retrying");
+                        // Say it at the first failure and then every 60th, not every 5 s.
+                        if failures >= next_warn {
+                            next_warn = failures + 60;
+                            tracing::warn!(uri = %conn.inner.uri, error = %e, attempts = failures, "libvirtd is not reachable; retrying");
                         } else {
                             tracing::debug!(uri = %conn.inner.uri, error = %e, "libvirtd not reachable");
                         }

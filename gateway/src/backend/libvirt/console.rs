@@ -1,6 +1,10 @@
 //! The serial console as a byte stream: `virDomainOpenConsole` on a libvirt stream, bridged
 //! to one end of a [`tokio::io::duplex`] pipe that the tunnel splices to the client.
 //!
+//! The stream lives on a libvirt connection of its own (opened by the caller): a blocking
+//! `virStreamRecv` keeps the connection's I/O to itself while it waits, and on the shared
+//! connection other calls were seen to stall for a keepalive period (5 s) behind it.
+//!
 //! libvirt streams block, so two plain threads carry the bytes, one per direction:
 //! - `rx`: `virStreamRecv` (blocks until the guest writes) → the pipe;
 //! - `tx`: the pipe → `virStreamSend`.
