@@ -454,6 +454,10 @@ mod tests {
     use super::*;
 
     /// A backend on libvirt's built-in test driver (no daemon; one running domain `test`).
+    /// libvirt's `test:///default` driver is ONE shared state per process: tests that change
+    /// it (destroy/start) must not overlap with tests that read it.
+    static TEST_DRIVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     async fn test_backend() -> LibvirtBackend {
         let c: config::Backend =
             toml::from_str("kind = \"libvirt\"\nuri = \"test:///default\"").expect("backend table");
@@ -500,6 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn lists_describes_and_powers_domains_of_the_test_driver() {
+        let _one_at_a_time = TEST_DRIVER.lock().await;
         let b = test_backend().await;
         let list = b.list().await.unwrap();
         assert_eq!(list.len(), 1, "{list:?}");
@@ -530,6 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn screenshots_are_png() {
+        let _one_at_a_time = TEST_DRIVER.lock().await;
         let b = test_backend().await;
         let png = b.screenshot("test").await.unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} bytes", png.len());

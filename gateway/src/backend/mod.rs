@@ -112,7 +112,7 @@ pub enum BackendError {
     },
     /// The hypervisor cannot be reached for this call right now (a domain's QEMU socket is
     /// gone, libvirtd is down or restarting): 503, try again later.
-    #[error("hypervisor unavailable for domain `{domain}`: {reason}")]
+    #[error("{}{reason}", if domain.is_empty() { String::new() } else { format!("domain `{domain}`: ") })]
     Unavailable {
         /// The domain the call was about (empty for domain-less calls).
         domain: String,

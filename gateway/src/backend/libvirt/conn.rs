@@ -378,7 +378,7 @@ mod tests {
         let e = c.call("d", |conn| conn.hostname()).await.unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(1));
         let msg = e.to_string();
-        assert!(msg.contains("hypervisor unavailable"), "{msg}");
+        assert!(msg.contains("is not reachable"), "{msg}");
         assert!(msg.contains(uri), "{msg}");
         c.shutdown();
     }
