@@ -18,6 +18,7 @@
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, Once};
+use std::time::Duration;
 
 use rustix::termios::{tcgetattr, tcsetattr, OptionalActions, Termios};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,6 +27,9 @@ use virtgate_proto::{ApiPath, TunnelKind};
 use super::relay::Stop;
 use crate::error::{io_reason, Error};
 use crate::session::Session;
+
+/// How long a broken stream waits for the connection's verdict.
+const VERDICT_WAIT: Duration = Duration::from_millis(500);
 
 /// The byte that leaves the console: Ctrl-] (as in telnet and `virsh console`).
 pub const ESCAPE: u8 = 0x1d;
@@ -67,13 +71,18 @@ pub async fn run(session: &Session, name: &str) -> Result<(), Error> {
     let result = loop {
         tokio::select! {
             done = &mut input, if input_open => match done {
-                Ok(Ok(InputEnd::Escape)) => break Ok(()),
+                Ok(Ok(InputEnd::Escape)) => {
+                    if interactive {
+                        eprint!("\r\n");
+                    }
+                    break Ok(());
+                }
                 Ok(Ok(InputEnd::Eof)) => {
                     tracing::debug!("end of input; console write side half-closed");
                     input_open = false;
                 }
-                Ok(Err(e)) => break Err(lost(session, &e)),
-                Err(e) => break Err(lost(session, &std::io::Error::other(e))),
+                Ok(Err(e)) => break Err(lost(session, &e).await),
+                Err(e) => break Err(lost(session, &std::io::Error::other(e)).await),
             },
             out = &mut output => match out {
                 Ok(Closed::Gateway) => {
@@ -85,7 +94,7 @@ pub async fn run(session: &Session, name: &str) -> Result<(), Error> {
                     break Ok(());
                 }
                 Ok(Closed::Reader) => break Ok(()),
-                Err(e) => break Err(lost(session, &e)),
+                Err(e) => break Err(lost(session, &e).await),
             },
             () = stop.wait() => break Ok(()),
             err = session.closed() => break Err(err),
@@ -95,8 +104,12 @@ pub async fn run(session: &Session, name: &str) -> Result<(), Error> {
     result
 }
 
-/// A broken tunnel: the connection's own error when it ended, else this stream's.
-fn lost(session: &Session, e: &std::io::Error) -> Error {
+/// A broken tunnel: the connection's own error when it ended (it may take a moment to
+/// be recorded), else this stream's.
+async fn lost(session: &Session, e: &std::io::Error) -> Error {
+    if let Ok(err) = tokio::time::timeout(VERDICT_WAIT, session.closed()).await {
+        return err;
+    }
     Error::ConnectionLost {
         server: session.server().to_owned(),
         reason: format!("the serial console stream broke: {}", io_reason(e)),

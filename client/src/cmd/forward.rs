@@ -101,6 +101,15 @@ pub fn check_vnc(d: &Domain) -> Result<(), Error> {
             hint: "ask the gateway's admin for the operator role on this domain".into(),
         });
     }
+    if matches!(d.state, DomainState::ShutOff | DomainState::Crashed) {
+        return Err(Error::Domain {
+            message: format!(
+                "domain `{}` is not running ({}): it has no VNC console now",
+                d.name, d.state
+            ),
+            hint: format!("start it with `virtgate start {}`", d.name),
+        });
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod fixtures;
 mod kerberos;
+mod libvirt;
 mod lifecycle;
 mod pki;
 mod ssh;
