@@ -23,8 +23,15 @@
 //!          ──▶ (kerberos) first request        `Authorization: Negotiate` (others wait);
 //!                                              gateway's mutual token checked → bound
 //!          ──▶ cmd::run                        whoami/list/info: Session::get_json
-//!                                              vnc: local listener → Session::open_tunnel
-//!                                                   per connection (extended CONNECT)
+//!                                              start/shutdown/reboot/destroy: post_json
+//!                                              screenshot: get_bytes → PNG check → file
+//!                                              events: get_stream, line by line
+//!                                              console: one serial tunnel ⇄ stdin/stdout
+//!                                                   (raw tty, restored on every exit)
+//!                                              vnc (TCP) / libvirt (unix socket):
+//!                                                   cmd::relay: local listener →
+//!                                                   Session::open_tunnel per connection
+//!                                                   (extended CONNECT)
 //! any failure ──▶ error::Error ──▶ error::report  `error: …` / `hint: …`, exit 1
 //! ```
 //!
@@ -38,7 +45,8 @@
 //!   local unix socket), all ending in the same stream.
 //! - [`session`]: the one HTTP/2 connection every call and tunnel of a command shares; with
 //!   Kerberos its first request logs the connection in.
-//! - [`cmd`]: the commands.
+//! - [`cmd`]: the commands: `domains` (whoami, list, info), `lifecycle`, `screenshot`,
+//!   `events`, `console`, and the forwarders `forward` (vnc) and `libvirt` on `relay`.
 //! - [`error`]: every failure with a message and a hint (TLS alerts, GSS-API statuses, SSH
 //!   host keys, logins and channel refusals in words).
 //!

@@ -41,6 +41,11 @@ use crate::error::{
 use crate::transport::kerberos::{self, Challenge, Negotiation};
 use crate::transport::Transport;
 
+mod body;
+
+use body::content_type;
+pub use body::BodyStream;
+
 /// Largest response body read into memory (JSON and problem bodies are small).
 const MAX_BODY: usize = 16 << 20;
 
@@ -489,44 +494,6 @@ impl Session {
             context: Box::new(self.context.clone()),
         }
     }
-}
-
-/// The body of a streamed answer ([`Session::get_stream`]), read chunk by chunk.
-pub struct BodyStream {
-    /// hyper's body.
-    body: Incoming,
-    /// The session, to explain a body that breaks off.
-    session: Session,
-    /// The request, for messages (`GET /v1/events`).
-    what: String,
-}
-
-impl BodyStream {
-    /// The next chunk of data; `None` when the gateway ended the answer. A broken
-    /// connection or a reset stream is an error.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
-        loop {
-            match self.body.frame().await {
-                None => return Ok(None),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            return Ok(Some(data));
-                        }
-                    }
-                }
-                Some(Err(e)) => return Err(self.session.request_error(&self.what, &e).await),
-            }
-        }
-    }
-}
-
-/// The `content-type` of an answer, when it has a readable one.
-fn content_type(resp: &Response<Incoming>) -> Option<String> {
-    resp.headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// The kind of a challenge, for logs (never the token).

@@ -32,9 +32,13 @@ pub async fn run(session: &Session, as_json: bool) -> Result<(), Error> {
         tracing::warn!(content_type = %ct, "the event stream is not {EVENTS_CONTENT_TYPE}");
     }
     let mut lines = Lines::default();
+    let reader_gone = stdout_closed();
+    tokio::pin!(reader_gone);
     loop {
         let chunk = tokio::select! {
             () = stop.wait() => return Ok(()),
+            // `virtgate events | head -3`: end now, not at the next event
+            () = &mut reader_gone => return Ok(()),
             chunk = body.next() => chunk?,
         };
         let Some(chunk) = chunk else {
@@ -50,6 +54,33 @@ pub async fn run(session: &Session, as_json: bool) -> Result<(), Error> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Resolves when stdout is a pipe whose reader has gone (epoll reports an error on the
+/// write end); never when stdout cannot be watched (a regular file).
+async fn stdout_closed() {
+    use std::os::fd::AsFd;
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+    // `with_interest` is deprecated because a borrowed descriptor could be closed under
+    // the reactor; here the AsyncFd owns its own duplicate (an OwnedFd), which is exactly
+    // the invariant its unsafe successor asks for. No O_NONBLOCK is set on the shared
+    // file description, so ordinary writes to stdout stay blocking.
+    #[allow(deprecated)]
+    let watched = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| AsyncFd::with_interest(fd, Interest::WRITABLE));
+    match watched {
+        Ok(fd) => match fd.ready(Interest::ERROR).await {
+            Ok(mut guard) => guard.retain_ready(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch stdout");
+                std::future::pending::<()>().await
+            }
+        },
+        Err(_) => std::future::pending::<()>().await,
     }
 }
 
