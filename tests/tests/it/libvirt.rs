@@ -3,7 +3,6 @@
 //! graceful and forced shutdown, screenshots, a QEMU killed under a live VNC stream, a
 //! libvirtd restart, and the role matrix.
 
-use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -180,46 +179,10 @@ fn list_screenshot_and_serial_console() {
         (s.width == 720 && s.height == 400).then_some(())
     });
 
-    let mut child = w
-        .alice
-        .cmd()
-        .args(["console", &w.a.name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut guard = ChildGuard::new(child, "virtgate console");
-    stdin.write_all(b"over libvirt\n").unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    poll(
-        "echo through libvirt's console",
-        Duration::from_secs(20),
-        || {
-            while let Ok(c) = rx.try_recv() {
-                seen.extend(c);
-            }
-            String::from_utf8_lossy(&seen)
-                .contains("over libvirt")
-                .then_some(())
-        },
-    );
-    stdin.write_all(&[0x1d]).unwrap();
-    assert!(guard
-        .wait_deadline(Duration::from_secs(10))
-        .expect("Ctrl-] leaves")
-        .success());
+    let mut console = w.alice.console(&w.a.name);
+    console.send(b"over libvirt\n");
+    console.wait_for("over libvirt", Duration::from_secs(20));
+    assert!(console.leave().success(), "Ctrl-] leaves with status 0");
 }
 
 #[test]

@@ -319,47 +319,12 @@ fn local_unix_socket_root_is_not_special() {
 
 #[test]
 fn serial_console_over_ssh() {
-    use std::io::{Read as _, Write as _};
+    use std::time::Duration;
     let w = SWorld::start(true);
     let c = w.client("con", &w.url("127.0.0.1", &w.sock), Keys::File, true);
-    let mut child = c
-        .cmd()
-        .args(["console", "web1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut guard = virtgate_tests::ChildGuard::new(child, "virtgate console over ssh");
-    stdin.write_all(b"through sshd\n").unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    virtgate_tests::poll(
-        "echo through ssh",
-        std::time::Duration::from_secs(20),
-        || {
-            while let Ok(chunk) = rx.try_recv() {
-                seen.extend(chunk);
-            }
-            String::from_utf8_lossy(&seen)
-                .contains("through sshd")
-                .then_some(())
-        },
-    );
-    stdin.write_all(&[0x1d]).unwrap();
-    let status = guard
-        .wait_deadline(std::time::Duration::from_secs(10))
-        .expect("leaves on Ctrl-]");
-    assert!(status.success());
+    let mut console = c.console("web1");
+    console.send(b"through sshd\n");
+    console.wait_for("through sshd", Duration::from_secs(20));
+    assert!(console.leave().success(), "Ctrl-] leaves with status 0");
     assert!(!w.sshd.log().contains("Starting session"));
 }
