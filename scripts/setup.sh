@@ -14,6 +14,8 @@ packages=(
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients binutils mount
     # the gateway's libvirt backend links libvirt (virt crate)
     libvirt-dev
+    # benchmarks (scripts/bench.sh): stunnel4 is a baseline; the chart's text needs a TTF font
+    stunnel4 fonts-dejavu-core
 )
 
 missing=()
