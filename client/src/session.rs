@@ -49,14 +49,9 @@ pub use body::BodyStream;
 /// Largest response body read into memory (JSON and problem bodies are small).
 const MAX_BODY: usize = 16 << 20;
 
-/// Per-stream receive window: big enough for VNC bursts (FACTS: 4 MiB).
-const STREAM_WINDOW: u32 = 4 << 20;
-
-/// Connection receive window shared by all streams (FACTS: 16 MiB).
-const CONNECTION_WINDOW: u32 = 16 << 20;
-
-/// Largest frame we accept.
-const MAX_FRAME: u32 = 256 << 10;
+/// HTTP/2 flow control and frames: shared with the gateway, chosen from the benchmarks
+/// (see `virtgate_proto::tuning`).
+use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
 /// How long to wait for the connection task's verdict after a request failed.
 const VERDICT_WAIT: Duration = Duration::from_secs(2);

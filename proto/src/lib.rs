@@ -14,6 +14,7 @@ pub mod api;
 pub mod lifecycle;
 pub mod path;
 pub mod problem;
+pub mod tuning;
 
 pub use api::{AuthMethod, ConsoleKind, Domain, DomainList, DomainState, WhoAmI};
 pub use lifecycle::{

@@ -137,7 +137,14 @@ where
             return;
         }
     };
-    match tokio::io::copy_bidirectional(&mut local, &mut stream).await {
+    match tokio::io::copy_bidirectional_with_sizes(
+        &mut local,
+        &mut stream,
+        virtgate_proto::tuning::SPLICE_BUFFER,
+        virtgate_proto::tuning::SPLICE_BUFFER,
+    )
+    .await
+    {
         Ok((up, down)) => tracing::debug!(id, %peer, up, down, "stream closed"),
         Err(e) => tracing::debug!(id, %peer, error = %e, "stream ended with an error"),
     }

@@ -123,6 +123,9 @@ pub async fn connect_tcp(addrs: Vec<SocketAddr>) -> Result<(TcpStream, SocketAdd
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                // Keep bulk data queued in h2 (which interleaves streams), not in the kernel.
+                let _ = socket2::SockRef::from(&s)
+                    .set_tcp_notsent_lowat(virtgate_proto::tuning::NOTSENT_LOWAT);
                 return Ok((s, addr));
             }
             Ok(Err(error)) => attempts.push(Attempt { addr, error }),

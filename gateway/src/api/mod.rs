@@ -73,12 +73,9 @@ pub struct State {
     pub events: crate::events::Hub,
 }
 
-/// HTTP/2 flow-control windows: big enough for a console at LAN speed, small enough that a
-/// bulk stream does not queue seconds of data ahead of an interactive one (tuned in the
-/// benchmark issue).
-const STREAM_WINDOW: u32 = 1 << 20;
-const CONNECTION_WINDOW: u32 = 8 << 20;
-const MAX_FRAME: u32 = 64 << 10;
+/// HTTP/2 flow control and frames: shared with the client, chosen from the benchmarks
+/// (see `virtgate_proto::tuning`).
+use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
 /// Serve HTTP (h2 or HTTP/1.1, decided by the preface ALPN led the client to send) on a
 /// connection until the peer leaves or `shutdown.begin` fires (then GOAWAY/close and let open

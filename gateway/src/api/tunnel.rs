@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tracing::Instrument as _;
+use virtgate_proto::tuning::SPLICE_BUFFER;
 use virtgate_proto::{ConsoleKind, Problem, TunnelKind};
 
 use super::error::{self, ApiError};
@@ -132,7 +133,12 @@ fn splice(
             tracing::info!("tunnel opened");
             let mut client = TokioIo::new(upgraded);
             let copied = tokio::select! {
-                r = tokio::io::copy_bidirectional(&mut client, &mut backend) => r,
+                r = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut backend,
+                    SPLICE_BUFFER,
+                    SPLICE_BUFFER,
+                ) => r,
                 _ = force.cancelled() => {
                     tracing::info!("tunnel closed: gateway stops");
                     return;

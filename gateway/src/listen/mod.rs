@@ -163,6 +163,9 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
         return;
     };
     let _ = stream.set_nodelay(true);
+    // Keep bulk data queued in h2 (which interleaves streams), not in the kernel.
+    let _ = socket2::SockRef::from(&stream)
+        .set_tcp_notsent_lowat(virtgate_proto::tuning::NOTSENT_LOWAT);
     let metrics = &ctx.state.metrics;
     let accept = acceptor.accept(stream).into_fallible();
     let tls = match tokio::time::timeout(ctx.handshake_timeout, accept).await {

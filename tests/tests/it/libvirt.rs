@@ -188,6 +188,8 @@ fn list_screenshot_and_serial_console() {
 #[test]
 fn graceful_shutdown_and_forced_shutdown() {
     let w = VWorld::start();
+    // A power button pressed before the guest enabled ACPI is lost, as on real hardware.
+    w.alice.wait_guest_ready(&w.a.name);
     let r = json(
         &w.alice
             .ok(&["shutdown", &w.a.name, "--timeout", "30", "--json"]),

@@ -84,6 +84,8 @@ fn state(c: &ClientUser, dom: &str) -> String {
 #[test]
 fn graceful_shutdown_then_start_then_reboot() {
     let w = LWorld::start();
+    // A power button pressed before the guest enabled ACPI is lost, as on real hardware.
+    w.alice.wait_guest_ready("acpi1");
     let r = json(
         &w.alice
             .ok(&["shutdown", "acpi1", "--timeout", "20", "--json"]),
