@@ -290,6 +290,10 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
         }
+        let _ = writeln!(s, "\n{}", ANALYSIS.trim_end());
         s
     }
 }
+
+/// The profile findings and tuning decisions, kept with the code that measures them.
+const ANALYSIS: &str = include_str!("analysis.md");

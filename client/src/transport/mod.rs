@@ -11,6 +11,7 @@
 //! socket (`unix.rs`), each ending in the same [`Connected`]: HTTP/2 does not care which.
 
 pub mod kerberos;
+pub mod quickack;
 pub mod ssh;
 pub mod tls;
 pub mod unix;

@@ -135,6 +135,7 @@ impl SshTransport {
             accept_new: self.accept_new,
             shared: shared.clone(),
         };
+        let tcp = super::quickack::QuickAck::new(tcp);
         let handshake = russh::client::connect_stream(config, tcp, client);
         let mut handle = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(h)) => h,
