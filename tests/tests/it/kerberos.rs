@@ -16,12 +16,13 @@ use virtgate_tests::{
 /// A KDC with alice, bob and HTTP/localhost; a gateway with `[kerberos]` that grants alice
 /// (by user name) and carol (by full principal) operator on `web*`.
 struct KWorld {
-    dir: tempfile::TempDir,
     pki: Pki,
     kdc: Kdc,
     keytab: PathBuf,
     _qemu: Qemu,
     gateway: Gateway,
+    /// Dropped last: the processes above stop before their files go.
+    dir: tempfile::TempDir,
 }
 
 fn kerberos_section(keytab: Option<&std::path::Path>) -> String {

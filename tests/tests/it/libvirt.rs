@@ -17,7 +17,6 @@ use virtgate_tests::{
 /// A libvirtd with two running domains (`a`: obeys ACPI; `b`: ignores it, VNC on TCP), a
 /// gateway on it, and users: alice operator, vic viewer, adam admin, all on `*`.
 struct VWorld {
-    dir: tempfile::TempDir,
     pki: Pki,
     lv: Libvirtd,
     a: Domain,
@@ -28,6 +27,8 @@ struct VWorld {
     alice: ClientUser,
     vic: ClientUser,
     adam: ClientUser,
+    /// Dropped last: the processes above stop before their files go.
+    dir: tempfile::TempDir,
 }
 
 impl VWorld {

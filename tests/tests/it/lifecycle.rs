@@ -14,7 +14,6 @@ use virtgate_tests::{
 /// Domains `acpi1` (obeys the power button) and `stubborn` (ignores it), supervised by
 /// the gateway; alice is operator, vic viewer, adam admin on `*`.
 pub struct LWorld {
-    pub dir: tempfile::TempDir,
     /// The CA and the gateway live as long as the world.
     pub _pki: Pki,
     pub _gateway: Gateway,
@@ -22,6 +21,8 @@ pub struct LWorld {
     pub alice: ClientUser,
     pub vic: ClientUser,
     pub adam: ClientUser,
+    /// Dropped last: the processes above stop before their files go.
+    pub dir: tempfile::TempDir,
 }
 
 impl LWorld {

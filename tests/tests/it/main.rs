@@ -19,14 +19,15 @@ mod vnc;
 /// Shared set-up of the API tests: a CA, a QEMU domain `web1` and a gateway granting
 /// `alice` operator on `web*`.
 pub struct World {
-    /// Owns every file and socket of the test; removed last.
-    pub dir: tempfile::TempDir,
     pub pki: virtgate_tests::Pki,
     pub alice: virtgate_tests::ClientCert,
     pub qemu: virtgate_tests::Qemu,
     /// More domains, not granted to alice by the default rule.
     pub others: Vec<virtgate_tests::Qemu>,
     pub gateway: virtgate_tests::Gateway,
+    /// Dropped last: the processes above stop before their files go.
+    /// Owns every file and socket of the test; removed last.
+    pub dir: tempfile::TempDir,
 }
 
 impl World {

@@ -11,7 +11,6 @@ use virtgate_tests::{ClientUser, Gateway, GatewayBuilder, Pki, Qemu, QemuBuilder
 
 /// A gateway with a unix socket, a QEMU domain `web1` granted to the ssh user, an sshd.
 struct SWorld {
-    dir: tempfile::TempDir,
     _pki: Pki,
     _qemu: Qemu,
     gateway: Gateway,
@@ -19,6 +18,8 @@ struct SWorld {
     sock: PathBuf,
     /// An authorized, unencrypted client key.
     key: PathBuf,
+    /// Dropped last: the processes above stop before their files go.
+    dir: tempfile::TempDir,
 }
 
 /// How the client's ~/.ssh is set up.
