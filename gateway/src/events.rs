@@ -315,10 +315,11 @@ mod tests {
         }
         fn domain<'a>(
             &'a self,
-            _: &'a str,
+            name: &'a str,
         ) -> futures_util::future::BoxFuture<'a, Result<Domain, crate::backend::BackendError>>
         {
-            unimplemented!()
+            let s = *self.state.lock().unwrap();
+            Box::pin(async move { Ok(dom(name, s)) })
         }
         fn open_console<'a>(
             &'a self,
@@ -328,7 +329,12 @@ mod tests {
             'a,
             Result<crate::backend::BoxedStream, crate::backend::BackendError>,
         > {
-            unimplemented!()
+            Box::pin(async {
+                Err(crate::backend::BackendError::NoConsole {
+                    domain: "a".into(),
+                    kind: "vnc",
+                })
+            })
         }
         fn shutdown(&self) -> futures_util::future::BoxFuture<'_, ()> {
             Box::pin(async {})
