@@ -95,7 +95,8 @@ impl World {
             .unix(&gwdir.join("gw.sock"))
             .domain(self.servers.domain_toml("bench"))
             .rule(&["*"], &["*"], "admin")
-            .extra("[limits]\nmax_connections = 20000\nmax_streams_per_connection = 2000\n")
+            .limit("max_connections", 20000)
+            .limit("max_streams_per_connection", 2000)
             .env("RUST_LOG", "info")
             .start(&gwdir)
     }

@@ -79,6 +79,25 @@ struct Record<'a> {
     elapsed_ms: Option<u64>,
 }
 
+impl<'a> Record<'a> {
+    /// An `allow` line for `id` doing `action`, now; callers set what differs.
+    fn of(id: &'a Identity, action: Action, domain: Option<&'a str>, role: Option<Role>) -> Self {
+        Record {
+            time: now_rfc3339(),
+            user: &id.user,
+            method: id.method.as_str(),
+            principal: id.principal.as_deref(),
+            peer: id.peer.as_deref(),
+            action: action.as_str(),
+            domain,
+            decision: "allow",
+            role: role.map(Role::as_str),
+            outcome: None,
+            elapsed_ms: None,
+        }
+    }
+}
+
 impl AuditLog {
     /// Open (create, append) the log at `path`; `None` gives a log that records nothing.
     pub fn open(path: Option<&Path>) -> Result<AuditLog, AuditError> {
@@ -109,22 +128,11 @@ impl AuditLog {
         domain: Option<&str>,
         decision: &Decision,
     ) {
-        if self.file.is_none() {
-            return;
+        if self.file.is_some() {
+            let mut r = Record::of(id, action, domain, decision.role);
+            r.decision = if decision.allowed { "allow" } else { "deny" };
+            self.write(&r);
         }
-        self.write(&Record {
-            time: now_rfc3339(),
-            user: &id.user,
-            method: id.method.as_str(),
-            principal: id.principal.as_deref(),
-            peer: id.peer.as_deref(),
-            action: action.as_str(),
-            domain,
-            decision: if decision.allowed { "allow" } else { "deny" },
-            role: decision.role.map(|r| r.as_str()),
-            outcome: None,
-            elapsed_ms: None,
-        });
     }
 
     /// Record what a lifecycle action (allowed before, see [`AuditLog::decision`]) did:
@@ -138,22 +146,12 @@ impl AuditLog {
         outcome: &str,
         elapsed_ms: u64,
     ) {
-        if self.file.is_none() {
-            return;
+        if self.file.is_some() {
+            let mut r = Record::of(id, action, Some(domain), role);
+            r.outcome = Some(outcome);
+            r.elapsed_ms = Some(elapsed_ms);
+            self.write(&r);
         }
-        self.write(&Record {
-            time: now_rfc3339(),
-            user: &id.user,
-            method: id.method.as_str(),
-            principal: id.principal.as_deref(),
-            peer: id.peer.as_deref(),
-            action: action.as_str(),
-            domain: Some(domain),
-            decision: "allow",
-            role: role.map(Role::as_str),
-            outcome: Some(outcome),
-            elapsed_ms: Some(elapsed_ms),
-        });
     }
 
     /// Append one record as one line.

@@ -29,6 +29,15 @@ pub use fixture::pki::{ClientCert, Pki};
 pub use fixture::process::{poll, run, text, ChildGuard, LineReader};
 pub use fixture::qemu::{Qemu, QemuBuilder};
 
+/// A temp dir of the test's own under /tmp (short paths: unix sockets live in it), named
+/// `vg-…`; removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("vg-")
+        .tempdir_in("/tmp")
+        .expect("create a temp dir under /tmp")
+}
+
 /// Path of one of the workspace's binaries (`virtgated`, `virtgate`, `virtgate-pki`).
 ///
 /// Panics with the command that builds it when it is missing: a test must fail, not skip.

@@ -98,24 +98,13 @@ fn dual_stack_listener_serves_ipv4_and_ipv6_clients() {
 
 #[test]
 fn sigterm_stops_gateway_and_the_qemu_it_started() {
-    let dir = tempfile::Builder::new()
-        .prefix("vg-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = virtgate_tests::tempdir();
     let pki = Pki::new(dir.path(), "ca");
     let alice = pki.client("alice", None);
     let qb = QemuBuilder::new("owned");
-    let (argv, qmp, vnc, _) = qb.command_line(dir.path());
-    std::fs::create_dir_all(qmp.parent().unwrap()).unwrap();
-    let command: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
-    let domain = format!(
-        "[[backend.domain]]\nname = \"owned\"\nqmp = {:?}\nvnc = {:?}\ncommand = [{}]\n",
-        qmp.display().to_string(),
-        vnc.display().to_string(),
-        command.join(", ")
-    );
+    let (_, qmp, _, _) = qb.command_line(dir.path());
     let mut gw = GatewayBuilder::new(&pki)
-        .domain(domain)
+        .domain(qb.supervised_toml(dir.path()))
         .rule(&["alice"], &["*"], "viewer")
         .start(&dir.path().join("gw"));
     let c = ClientUser::new(&dir.path().join("c"), &gw.url(0), &alice);

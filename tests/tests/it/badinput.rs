@@ -72,10 +72,7 @@ fn certificate_from_another_ca() {
 
 #[test]
 fn revoked_certificate() {
-    let dir = tempfile::Builder::new()
-        .prefix("vg-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = virtgate_tests::tempdir();
     let pki = Pki::new(dir.path(), "ca");
     let alice = pki.client("alice", None);
     let bob = pki.client("bob", None);
@@ -105,10 +102,7 @@ fn expired_certificate() {
 
 #[test]
 fn server_name_not_in_server_certificate() {
-    let dir = tempfile::Builder::new()
-        .prefix("vg-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = virtgate_tests::tempdir();
     let pki = Pki::new(dir.path(), "ca");
     let alice = pki.client("alice", None);
     let narrow = dir.path().join("narrow");

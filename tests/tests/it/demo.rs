@@ -10,10 +10,7 @@ use virtgate_tests::{bin, poll, text, ChildGuard};
 
 #[test]
 fn demo_serves_a_vm_to_the_demo_profile() {
-    let dir = tempfile::Builder::new()
-        .prefix("vg-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = virtgate_tests::tempdir();
     let demo = dir.path().join("demo");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();

@@ -21,10 +21,7 @@ use virtgate_tests::{
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("vg-")
-        .tempdir_in("/tmp")
-        .expect("tempdir")
+    virtgate_tests::tempdir()
 }
 
 /// A serial line: bytes read on a thread, so reads can have deadlines.

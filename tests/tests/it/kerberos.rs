@@ -37,10 +37,7 @@ fn kerberos_section(keytab: Option<&std::path::Path>) -> String {
 
 impl KWorld {
     fn start() -> KWorld {
-        let dir = tempfile::Builder::new()
-            .prefix("vg-")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = virtgate_tests::tempdir();
         let pki = Pki::new(dir.path(), "ca");
         let kdc = Kdc::start(&dir.path().join("kdc"));
         for u in ["alice", "bob", "carol"] {
@@ -287,10 +284,7 @@ fn principal_not_granted_sees_no_domains_and_rules_may_name_principals() {
 
 #[test]
 fn unreadable_or_missing_keytab_fails_startup_listing_every_path() {
-    let dir = tempfile::Builder::new()
-        .prefix("vg-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = virtgate_tests::tempdir();
     let pki = Pki::new(dir.path(), "ca");
     let kdc = Kdc::start(&dir.path().join("kdc"));
     let keytab = kdc.add_service("HTTP/localhost");

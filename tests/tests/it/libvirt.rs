@@ -33,10 +33,7 @@ struct VWorld {
 
 impl VWorld {
     fn start() -> VWorld {
-        let dir = tempfile::Builder::new()
-            .prefix("vg-")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = virtgate_tests::tempdir();
         let pki = Pki::new(dir.path(), "ca");
         let lv = Libvirtd::start(&dir.path().join("lv"));
         let a = lv.define_and_start(&DomainSpec::new("a"));
@@ -47,10 +44,7 @@ impl VWorld {
             .rule(&["alice"], &["*"], "operator")
             .rule(&["vic"], &["*"], "viewer")
             .rule(&["adam"], &["*"], "admin")
-            .extra(&format!(
-                "[audit]\npath = {:?}\n",
-                audit.display().to_string()
-            ))
+            .audit(&audit)
             .start(&dir.path().join("gw"));
         let mk = |name: &str| -> (ClientCert, ClientUser) {
             let cert = pki.client(name, None);

@@ -27,10 +27,7 @@ pub struct LWorld {
 
 impl LWorld {
     pub fn start() -> LWorld {
-        let dir = tempfile::Builder::new()
-            .prefix("vg-")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = virtgate_tests::tempdir();
         let pki = Pki::new(dir.path(), "ca");
         let acpi = guest_kernel(dir.path(), GuestOptions::default());
         let stubborn = guest_kernel(dir.path(), GuestOptions::ignoring_power_button());
@@ -49,10 +46,7 @@ impl LWorld {
             .rule(&["alice"], &["*"], "operator")
             .rule(&["vic"], &["*"], "viewer")
             .rule(&["adam"], &["*"], "admin")
-            .extra(&format!(
-                "[audit]\npath = {:?}\n",
-                audit.display().to_string()
-            ))
+            .audit(&audit)
             .start(&dir.path().join("gw"));
         let user = |name: &str| -> ClientUser {
             let cert: ClientCert = pki.client(name, None);

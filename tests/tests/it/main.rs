@@ -43,10 +43,7 @@ impl World {
         others: &[&str],
         f: impl FnOnce(virtgate_tests::GatewayBuilder) -> virtgate_tests::GatewayBuilder,
     ) -> World {
-        let dir = tempfile::Builder::new()
-            .prefix("vg-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
+        let dir = virtgate_tests::tempdir();
         let pki = virtgate_tests::Pki::new(dir.path(), "ca");
         let alice = pki.client("alice", Some("alice secret"));
         let qemu = virtgate_tests::QemuBuilder::new("web1").start(dir.path());

@@ -33,10 +33,7 @@ enum Keys {
 
 impl SWorld {
     fn start(streamlocal: bool) -> SWorld {
-        let dir = tempfile::Builder::new()
-            .prefix("vg-")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = virtgate_tests::tempdir();
         open_path_to(dir.path());
         let pki = Pki::new(dir.path(), "ca");
         let guest = virtgate_tests::guest_kernel(dir.path(), Default::default());

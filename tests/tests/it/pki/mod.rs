@@ -81,10 +81,7 @@ pub(super) fn openssl(cwd: &Path, args: &[&str]) -> Ran {
 
 /// A temp folder with a CA in `ca/` and the passphrase `pw123` in `pw`.
 pub(super) fn setup() -> (TempDir, PathBuf) {
-    let tmp = tempfile::Builder::new()
-        .prefix("vg-pki-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let tmp = virtgate_tests::tempdir();
     let ca = tmp.path().join("ca");
     pki(&ca, &["init", "--name", "Test CA"]).ok("init");
     std::fs::write(tmp.path().join("pw"), "pw123\n").unwrap();
