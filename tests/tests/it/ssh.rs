@@ -326,3 +326,27 @@ fn serial_console_over_ssh() {
     assert!(console.leave().success(), "Ctrl-] leaves with status 0");
     assert!(!w.sshd.log().contains("Starting session"));
 }
+
+#[test]
+fn sshd_not_listening_names_the_address_and_family() {
+    let dir = virtgate_tests::tempdir();
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = ClientUser::with_profile(
+        dir.path(),
+        &format!(
+            "url = \"virtgate+ssh://{SSH_USER}@127.0.0.1:{port}/run/virtgate/virtgate.sock\"\n"
+        ),
+    );
+    let e = c.fails(&["whoami"]);
+    assert!(
+        e.contains(&format!("127.0.0.1:{port}")),
+        "names the address: {e}"
+    );
+    assert!(e.contains("IPv4") && e.contains("refused"), "{e}");
+    assert!(e.contains("hint:"), "{e}");
+}
