@@ -100,8 +100,23 @@ impl std::fmt::Display for DomainState {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ConsoleKind {
+    /// A VNC server (RFB): one stream per viewer connection.
     Vnc,
+    /// A serial console: a byte stream.
     Serial,
+    /// A SPICE server: one stream per SPICE channel (main, display, inputs, cursor, ...).
+    Spice,
+}
+
+impl ConsoleKind {
+    /// The name used in paths, lists and messages (`vnc`, `serial`, `spice`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleKind::Vnc => "vnc",
+            ConsoleKind::Serial => "serial",
+            ConsoleKind::Spice => "spice",
+        }
+    }
 }
 
 /// One domain (virtual machine) as `GET /v1/domains/{name}` returns it.
@@ -120,7 +135,7 @@ pub struct Domain {
     pub vcpus: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
-    /// Consoles that can be tunnelled (`vnc`, `serial`).
+    /// Consoles that can be tunnelled (`vnc`, `serial`, `spice`).
     #[serde(default)]
     pub consoles: Vec<ConsoleKind>,
     /// The role the asking identity holds on this domain (`viewer`, `operator`, `admin`).

@@ -33,6 +33,10 @@ pub const PROTOCOL_HEADER: &str = "virtgate-protocol";
 /// Every API path starts with this.
 pub const API_PREFIX: &str = "/v1";
 
+/// Response header of a `/v1/libvirt/fds` tunnel: the id of the new descriptor, which the
+/// client then names in its libvirt tunnel in place of the descriptor (see `virtgate-rpc`).
+pub const DESCRIPTOR_HEADER: &str = "virtgate-descriptor";
+
 /// The `:protocol` of extended CONNECT requests that open a byte tunnel.
 pub const TUNNEL_PROTOCOL: &str = "virtgate-stream";
 

@@ -20,8 +20,17 @@ pub enum TunnelKind {
     Vnc,
     /// The domain's serial console.
     Serial,
+    /// The domain's SPICE server (each SPICE channel is a tunnel of its own).
+    Spice,
     /// libvirtd's RPC socket; `read_only` picks the read-only socket.
     Libvirt { read_only: bool },
+    /// A file descriptor passed through a libvirt tunnel of the same connection (see
+    /// `virtgate-rpc`): `id: Some(n)` claims descriptor `n` that libvirtd handed out
+    /// (`virDomainOpenGraphicsFD`); `id: None` makes a new descriptor for the client to
+    /// hand to libvirtd (`virDomainOpenGraphics`), whose id comes back in the
+    /// [`DESCRIPTOR_HEADER`](crate::DESCRIPTOR_HEADER) response header. `read_only` is the
+    /// libvirt tunnel's: the same authorization applies.
+    LibvirtFd { read_only: bool, id: Option<u64> },
 }
 
 impl TunnelKind {
@@ -30,8 +39,11 @@ impl TunnelKind {
         match self {
             TunnelKind::Vnc => "vnc",
             TunnelKind::Serial => "serial",
+            TunnelKind::Spice => "spice",
             TunnelKind::Libvirt { read_only: false } => "libvirt",
             TunnelKind::Libvirt { read_only: true } => "libvirt_ro",
+            TunnelKind::LibvirtFd { read_only: false, .. } => "libvirt_fd",
+            TunnelKind::LibvirtFd { read_only: true, .. } => "libvirt_fd_ro",
         }
     }
 }
@@ -48,7 +60,8 @@ pub enum ApiPath {
     Domain(String),
     /// `/v1/domains/{name}/{action}`: lifecycle (`start`, `shutdown`, ...) and `screenshot`.
     DomainAction(String, String),
-    /// `/v1/domains/{name}/vnc`, `/v1/domains/{name}/serial`, `/v1/libvirt[?ro]`.
+    /// `/v1/domains/{name}/vnc`, `/serial`, `/spice`, `/v1/libvirt[?ro]`,
+    /// `/v1/libvirt/fds[/{id}][?ro]`.
     Tunnel {
         /// The domain, absent for libvirt.
         domain: Option<String>,
@@ -111,6 +124,14 @@ impl ApiPath {
                 domain: None,
                 kind: TunnelKind::Libvirt { read_only: true },
             } => "/v1/libvirt?ro".into(),
+            ApiPath::Tunnel {
+                domain: None,
+                kind: TunnelKind::LibvirtFd { read_only, id },
+            } => {
+                let id = id.map(|n| format!("/{n}")).unwrap_or_default();
+                let ro = if *read_only { "?ro" } else { "" };
+                format!("/v1/libvirt/fds{id}{ro}")
+            }
             ApiPath::Tunnel { domain: None, .. } => "/v1/libvirt".into(),
             ApiPath::Events => "/v1/events".into(),
             ApiPath::Metrics => "/v1/metrics".into(),
@@ -138,6 +159,20 @@ impl ApiPath {
                 domain: None,
                 kind: TunnelKind::Libvirt { read_only },
             }),
+            ["libvirt", "fds"] if connect => Ok(ApiPath::Tunnel {
+                domain: None,
+                kind: TunnelKind::LibvirtFd {
+                    read_only,
+                    id: None,
+                },
+            }),
+            ["libvirt", "fds", id] if connect => Ok(ApiPath::Tunnel {
+                domain: None,
+                kind: TunnelKind::LibvirtFd {
+                    read_only,
+                    id: Some(id.parse().map_err(|_| unknown())?),
+                },
+            }),
             ["domains", name] => Ok(ApiPath::Domain(decode(name, path)?)),
             ["domains", name, "vnc"] if connect => Ok(ApiPath::Tunnel {
                 domain: Some(decode(name, path)?),
@@ -146,6 +181,10 @@ impl ApiPath {
             ["domains", name, "serial"] if connect => Ok(ApiPath::Tunnel {
                 domain: Some(decode(name, path)?),
                 kind: TunnelKind::Serial,
+            }),
+            ["domains", name, "spice"] if connect => Ok(ApiPath::Tunnel {
+                domain: Some(decode(name, path)?),
+                kind: TunnelKind::Spice,
             }),
             ["domains", name, action] if !connect => Ok(ApiPath::DomainAction(
                 decode(name, path)?,
@@ -183,6 +222,31 @@ mod tests {
         };
         assert_eq!(p.to_path(), "/v1/libvirt?ro");
         assert_eq!(ApiPath::parse("/v1/libvirt", Some("ro"), true).unwrap(), p);
+    }
+
+    #[test]
+    fn descriptor_paths_round_trip() {
+        for read_only in [false, true] {
+            for id in [None, Some(0), Some(u64::MAX)] {
+                let p = ApiPath::Tunnel {
+                    domain: None,
+                    kind: TunnelKind::LibvirtFd { read_only, id },
+                };
+                let s = p.to_path();
+                let (path, query) = match s.split_once('?') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (s.as_str(), None),
+                };
+                assert_eq!(ApiPath::parse(path, query, true).unwrap(), p, "{s}");
+            }
+        }
+        assert!(ApiPath::parse("/v1/libvirt/fds/x", None, true).is_err());
+        assert!(ApiPath::parse("/v1/libvirt/fds", None, false).is_err());
+        let spice = ApiPath::Tunnel {
+            domain: Some("w".into()),
+            kind: TunnelKind::Spice,
+        };
+        assert_eq!(ApiPath::parse(&spice.to_path(), None, true).unwrap(), spice);
     }
 
     #[test]

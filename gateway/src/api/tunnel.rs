@@ -41,6 +41,7 @@ pub async fn open(
     let (console, action) = match kind {
         TunnelKind::Vnc => (ConsoleKind::Vnc, Action::Vnc),
         TunnelKind::Serial => (ConsoleKind::Serial, Action::Serial),
+        TunnelKind::Spice => (ConsoleKind::Spice, Action::Spice),
         other => {
             return Err(error::not_implemented(&format!(
                 "the {} tunnel",

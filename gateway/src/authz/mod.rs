@@ -72,6 +72,8 @@ pub enum Action {
     Vnc,
     /// Serial console tunnel.
     Serial,
+    /// SPICE tunnel (one per SPICE channel).
+    Spice,
     /// start, shutdown, reboot, destroy.
     Lifecycle(LifecycleAction),
     /// Read-write libvirt RPC: reaches every domain, so it needs admin on `*`.
@@ -89,7 +91,7 @@ impl Action {
             | Action::Screenshot
             | Action::Events
             | Action::LibvirtRo => Role::Viewer,
-            Action::Vnc | Action::Serial | Action::Lifecycle(_) => Role::Operator,
+            Action::Vnc | Action::Serial | Action::Spice | Action::Lifecycle(_) => Role::Operator,
             Action::LibvirtRw => Role::Admin,
         }
     }
@@ -103,6 +105,7 @@ impl Action {
             Action::Events => "events",
             Action::Vnc => "vnc",
             Action::Serial => "serial",
+            Action::Spice => "spice",
             Action::Lifecycle(op) => op.as_str(),
             Action::LibvirtRw => "libvirt",
             Action::LibvirtRo => "libvirt_ro",
