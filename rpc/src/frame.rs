@@ -243,7 +243,7 @@ impl Framer {
                     let raw = *buf;
                     let header = Header::parse(&raw);
                     let len = header.len as usize;
-                    if len < HEADER_BYTES || len > MAX_MESSAGE {
+                    if !(HEADER_BYTES..=MAX_MESSAGE).contains(&len) {
                         return Err(FrameError::BadLength(header.len));
                     }
                     let left = len - HEADER_BYTES;
@@ -404,7 +404,7 @@ mod tests {
     fn xdr_string(s: &str) -> Vec<u8> {
         let mut v = (s.len() as u32).to_be_bytes().to_vec();
         v.extend_from_slice(s.as_bytes());
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
         v
