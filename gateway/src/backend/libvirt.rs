@@ -4,14 +4,16 @@
 //! - [`conn`]: the connection, its keepalive, and reconnecting with backoff; every libvirt
 //!   call runs on tokio's blocking pool with a timeout, and calls made while libvirtd is
 //!   away fail at once with [`BackendError::Unavailable`].
-//! - [`xml`]: consoles and the VNC address from a domain's live XML.
+//! - [`xml`]: consoles and the VNC / SPICE address from a domain's live XML.
 //! - [`console`]: the serial console (`virDomainOpenConsole`, with `FORCE` so a stale
 //!   session cannot lock users out) as a byte stream, on a connection of its own.
 //! - [`image`]: screenshots (`virDomainScreenshot`, PPM from QEMU) as PNG.
 //!
-//! VNC is a direct connection from the gateway to the display the live XML names (unix
-//! socket or local TCP port), so the gateway's user needs access to it (the `libvirt-qemu`
-//! group or root, see deploy/). `/v1/libvirt` passes libvirtd's own sockets through
+//! VNC and SPICE are direct connections from the gateway to the display the live XML names
+//! (unix socket or local TCP port; a new connection for every tunnel, which is what SPICE's
+//! one-connection-per-channel needs), so the gateway's user needs access to it (the
+//! `libvirt-qemu` group or root, see deploy/). Displays it cannot use (listen type `none`,
+//! TLS-only SPICE) are not listed, and opening them says why. `/v1/libvirt` passes libvirtd's own sockets through
 //! (`backend.libvirt_socket`, `backend.libvirt_socket_ro`).
 
 mod conn;
@@ -31,11 +33,11 @@ use virt::stream::Stream;
 use virtgate_proto::{ConsoleKind, Domain, DomainState};
 
 use self::conn::Conn;
-use self::xml::VncTarget;
+use self::xml::{Display, GraphicsTarget, Unoffered};
 use super::{BackendError, BoxedStream, Hypervisor, Lifecycle};
 use crate::config;
 
-/// Bound on connecting to a VNC server.
+/// Bound on connecting to a VNC or SPICE server.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest screenshot accepted from libvirt (8K RGB PPM is 100 MB; be generous but bounded).
 const MAX_SCREENSHOT: usize = 128 * 1024 * 1024;
@@ -98,36 +100,43 @@ impl LibvirtBackend {
         Ok(xml)
     }
 
-    async fn open_vnc(&self, name: &str) -> Result<BoxedStream, BackendError> {
-        let xml = self.live_xml(name, "vnc console").await?;
-        let no_console = || BackendError::NoConsole {
-            domain: name.to_owned(),
-            kind: "vnc",
+    /// A new connection to the domain's VNC or SPICE display, wherever its live XML says it
+    /// listens. SPICE opens one connection per channel, so this runs once per channel.
+    async fn open_graphics(
+        &self,
+        name: &str,
+        kind: ConsoleKind,
+    ) -> Result<BoxedStream, BackendError> {
+        let what = match kind {
+            ConsoleKind::Spice => "spice console",
+            _ => "vnc console",
         };
-        let target = match xml::vnc_target(&xml) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Err(no_console()),
+        let xml = self.live_xml(name, what).await?;
+        let target = match xml::graphics(&xml, kind) {
+            Ok(Display::At(t)) => t,
+            Ok(Display::Absent) => return Err(not_offered(name, kind, None)),
+            Ok(Display::Unoffered(why)) => return Err(not_offered(name, kind, Some(why))),
             Err(e) => {
                 return Err(BackendError::Failed {
                     domain: name.to_owned(),
-                    what: "vnc console".into(),
+                    what: what.into(),
                     reason: e.0,
                 })
             }
         };
         let err = |reason: String| BackendError::Console {
             domain: name.to_owned(),
-            kind: "vnc",
+            kind: kind.as_str(),
             path: PathBuf::from(target.to_string()),
             reason,
         };
         let connected = match &target {
-            VncTarget::Unix(path) => {
+            GraphicsTarget::Unix(path) => {
                 tokio::time::timeout(CONSOLE_TIMEOUT, UnixStream::connect(path))
                     .await
                     .map(|r| r.map(|s| Box::new(s) as BoxedStream))
             }
-            VncTarget::Tcp { host, port } => {
+            GraphicsTarget::Tcp { host, port } => {
                 tokio::time::timeout(CONSOLE_TIMEOUT, TcpStream::connect((host.as_str(), *port)))
                     .await
                     .map(|r| {
@@ -154,10 +163,7 @@ impl LibvirtBackend {
             .map(|c| c.contains(&ConsoleKind::Serial))
             .unwrap_or(false);
         if !has_serial {
-            return Err(BackendError::NoConsole {
-                domain: name.to_owned(),
-                kind: "serial",
-            });
+            return Err(not_offered(name, ConsoleKind::Serial, None));
         }
         // The console gets a libvirt connection of its own: a blocking stream on the shared
         // connection would hold up every other call made on it while it waits for data.
@@ -199,6 +205,39 @@ pub fn probe(uri: &str, timeout: Duration) -> Result<usize, String> {
         .map_err(|e| format!("cannot start a thread: {e}"))?;
     rx.recv_timeout(timeout)
         .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
+}
+
+/// The domain XML offers no usable console of `kind`: why (`None`: there is none at all), and
+/// what the admin can add to the domain XML (never a gateway config key: libvirt has none).
+fn not_offered(name: &str, kind: ConsoleKind, why: Option<Unoffered>) -> BackendError {
+    let k = kind.as_str();
+    let (reason, hint) = match (why, kind) {
+        (Some(why), _) => (why.reason(kind), why.hint(kind, name)),
+        (None, ConsoleKind::Vnc | ConsoleKind::Spice) => (
+            format!("its domain XML has no <graphics type='{k}'>"),
+            format!(
+                "the admin can add one: `virsh edit {name}`, add <graphics type='{k}'><listen \
+                 type='socket'/></graphics> to <devices>, then restart the domain"
+            ),
+        ),
+        (None, ConsoleKind::Serial) => (
+            "its domain XML has no <serial> or <console> of type pty or unix".into(),
+            format!(
+                "the admin can add one: `virsh edit {name}`, add <serial type='pty'/> and \
+                 <console type='pty'/> to <devices>, then restart the domain"
+            ),
+        ),
+        (None, _) => (
+            format!("the libvirt backend has no {k} consoles"),
+            "`virtgate info DOM` lists the consoles a domain has".into(),
+        ),
+    };
+    BackendError::ConsoleNotOffered {
+        domain: name.to_owned(),
+        kind: k,
+        reason,
+        hint,
+    }
 }
 
 /// States in which a domain has a QEMU process (and so a display and serial port).
@@ -369,12 +408,9 @@ impl Hypervisor for LibvirtBackend {
     ) -> BoxFuture<'a, Result<BoxedStream, BackendError>> {
         Box::pin(async move {
             match kind {
-                ConsoleKind::Vnc => self.open_vnc(name).await,
+                ConsoleKind::Vnc | ConsoleKind::Spice => self.open_graphics(name, kind).await,
                 ConsoleKind::Serial => self.open_serial(name).await,
-                _ => Err(BackendError::NoConsole {
-                    domain: name.to_owned(),
-                    kind: "unknown",
-                }),
+                _ => Err(not_offered(name, kind, None)),
             }
         })
     }
@@ -530,6 +566,47 @@ mod tests {
         assert_eq!(b.domain("test").await.unwrap().state, DomainState::Running);
         let e = b.lifecycle("nope", Lifecycle::Start).await.unwrap_err();
         assert!(matches!(e, BackendError::NotFound(_)), "{e}");
+        b.shutdown().await;
+    }
+
+    #[test]
+    fn missing_consoles_get_domain_xml_hints_not_config_keys() {
+        for kind in [ConsoleKind::Vnc, ConsoleKind::Spice, ConsoleKind::Serial] {
+            let e = not_offered("web1", kind, None);
+            let hint = e.hint().unwrap();
+            assert!(
+                hint.contains("virsh edit web1") && !hint.contains("= PATH"),
+                "{hint}"
+            );
+            assert!(matches!(e, BackendError::ConsoleNotOffered { .. }), "{e}");
+        }
+        let e = not_offered("web1", ConsoleKind::Spice, Some(Unoffered::TlsOnly));
+        assert!(
+            e.to_string().contains("TLS-only SPICE is not supported"),
+            "{e}"
+        );
+        let e = not_offered("web1", ConsoleKind::Vnc, Some(Unoffered::ListenNone));
+        assert!(e.to_string().contains("listen type `none`"), "{e}");
+        assert!(e.hint().unwrap().contains("<listen type='socket'/>"));
+    }
+
+    #[tokio::test]
+    async fn a_domain_without_spice_says_how_to_add_it() {
+        let _one_at_a_time = TEST_DRIVER.lock().await;
+        let b = test_backend().await;
+        let d = b.domain("test").await.unwrap();
+        assert!(!d.consoles.contains(&ConsoleKind::Spice), "{d:?}");
+        let e = b
+            .open_console("test", ConsoleKind::Spice)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, BackendError::ConsoleNotOffered { .. }), "{e}");
+        assert!(
+            e.hint().unwrap().contains("<graphics type='spice'>"),
+            "{e}: {:?}",
+            e.hint()
+        );
         b.shutdown().await;
     }
 

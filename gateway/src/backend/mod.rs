@@ -1,8 +1,10 @@
 //! Backends: the hypervisor behind the gateway, as one trait, [`Hypervisor`].
 //!
 //! The API layer only speaks to `dyn Hypervisor`; it knows nothing of QMP or libvirt, and
-//! backends know nothing of HTTP. Today there is [`qemu::QemuBackend`] (domains from the config,
-//! QMP for state, unix sockets for consoles); a libvirt backend implements the same trait.
+//! backends know nothing of HTTP. There is [`qemu::QemuBackend`] (domains from the config,
+//! QMP for state, unix sockets for consoles) and [`libvirt::LibvirtBackend`] (domains of a
+//! libvirtd, consoles from their live XML). Consoles are VNC, SPICE (one stream per SPICE
+//! channel: every `open_console` connects anew) and serial.
 //! Methods return boxed futures so the trait stays object-safe without a macro crate.
 //!
 //! Failures of one domain never fail a listing: a domain whose QEMU is gone is listed with
@@ -60,22 +62,38 @@ pub enum BackendError {
     /// The backend has no domain of that name.
     #[error("no domain named `{0}`")]
     NotFound(String),
-    /// The domain exists but offers no such console.
+    /// The domain exists but offers no such console (QEMU backend: its `[[backend.domain]]`
+    /// has no socket for it).
     #[error("domain `{domain}` has no {kind} console")]
     NoConsole {
         /// The domain.
         domain: String,
-        /// `vnc` or `serial`.
+        /// `vnc`, `spice` or `serial`.
         kind: &'static str,
+    },
+    /// The domain's own definition offers no console of this kind the gateway can use
+    /// (libvirt: no `<graphics type='spice'>` in the domain XML, TLS-only SPICE, listen
+    /// type `none`); unlike [`BackendError::NoConsole`] the fix is in the domain, not in
+    /// the gateway config, so the backend words the hint.
+    #[error("domain `{domain}` has no usable {kind} console: {reason}")]
+    ConsoleNotOffered {
+        /// The domain.
+        domain: String,
+        /// `vnc`, `spice` or `serial`.
+        kind: &'static str,
+        /// Why not, from the domain's definition (the end of the message).
+        reason: String,
+        /// What the admin can change in the domain's definition.
+        hint: String,
     },
     /// The console socket could not be reached (QEMU not running, socket gone).
     #[error("cannot connect to the {kind} socket {} of domain `{domain}`: {reason}", path.display())]
     Console {
         /// The domain.
         domain: String,
-        /// `vnc` or `serial`.
+        /// `vnc`, `spice` or `serial`.
         kind: &'static str,
-        /// The socket.
+        /// The socket (or, libvirt over TCP, `tcp HOST:PORT`).
         path: PathBuf,
         /// What failed (OS error or timeout).
         reason: String,
@@ -165,7 +183,10 @@ impl BackendError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             BackendError::NotFound(_) => "run `virtgate list` to see the domains you may use".into(),
-            BackendError::NoConsole { kind, .. } => format!("the admin can add `{kind} = PATH` to the domain in the gateway config"),
+            BackendError::NoConsole { kind, .. } => {
+                format!("the admin can add `{kind} = PATH` to the domain's [[backend.domain]] in the gateway config")
+            }
+            BackendError::ConsoleNotOffered { hint, .. } => hint.clone(),
             BackendError::Console { domain, .. } => {
                 format!("is domain `{domain}` running? `virtgate info {domain}` shows its state; the gateway log has details")
             }

@@ -7,7 +7,8 @@
 //! gateway's own QMP conversations with a domain take turns (a lock per domain):
 //! a listing, the event poller and a lifecycle call at the same moment would otherwise see
 //! a refused connection and report the domain `unavailable` for a moment.
-//! Consoles are plain connections to the `vnc`/`serial` sockets. Domains with `command` are
+//! Consoles are plain connections to the `vnc`/`spice`/`serial` sockets (a new one per
+//! tunnel; SPICE opens one per channel). Domains with `command` are
 //! started at construction and stopped by [`Hypervisor::shutdown`].
 //!
 //! Lifecycle: `shutdown` is QMP `system_powerdown` (the ACPI power button), `reboot` is
@@ -123,12 +124,7 @@ impl QemuBackend {
 
     async fn describe(&self, i: usize, d: &DomainConfig) -> Domain {
         let mut consoles = Vec::new();
-        if d.vnc.is_some() {
-            consoles.push(ConsoleKind::Vnc);
-        }
-        if d.serial.is_some() {
-            consoles.push(ConsoleKind::Serial);
-        }
+        consoles.extend(console_kinds(d));
         let mut domain = Domain {
             name: d.name.clone(),
             uuid: None,
@@ -252,6 +248,24 @@ impl QemuBackend {
     }
 }
 
+/// The consoles a domain offers: one for each socket its `[[backend.domain]]` names.
+fn console_kinds(d: &DomainConfig) -> impl Iterator<Item = ConsoleKind> + '_ {
+    [ConsoleKind::Vnc, ConsoleKind::Spice, ConsoleKind::Serial]
+        .into_iter()
+        .filter(|k| console_socket(d, *k).is_some())
+}
+
+/// The unix socket of a console (`vnc`, `spice`, `serial` keys); a SPICE tunnel connects to
+/// it once per SPICE channel.
+fn console_socket(d: &DomainConfig, kind: ConsoleKind) -> Option<&std::path::PathBuf> {
+    match kind {
+        ConsoleKind::Vnc => d.vnc.as_ref(),
+        ConsoleKind::Spice => d.spice.as_ref(),
+        ConsoleKind::Serial => d.serial.as_ref(),
+        _ => None,
+    }
+}
+
 /// What QMP tells about a domain.
 struct Queried {
     /// From `query-status`.
@@ -342,15 +356,11 @@ impl Hypervisor for QemuBackend {
     ) -> BoxFuture<'a, Result<BoxedStream, BackendError>> {
         Box::pin(async move {
             let (_, d) = self.find(name)?;
-            let (path, kind) = match kind {
-                ConsoleKind::Vnc => (d.vnc.as_ref(), "vnc"),
-                ConsoleKind::Serial => (d.serial.as_ref(), "serial"),
-                _ => (None, "unknown"),
-            };
-            let path = path.ok_or_else(|| BackendError::NoConsole {
+            let path = console_socket(d, kind).ok_or_else(|| BackendError::NoConsole {
                 domain: name.to_owned(),
-                kind,
+                kind: kind.as_str(),
             })?;
+            let kind = kind.as_str();
             let err = |reason: String| BackendError::Console {
                 domain: name.to_owned(),
                 kind,
@@ -467,6 +477,7 @@ mod tests {
                 name: "gone".into(),
                 qmp: qmp.into(),
                 vnc: Some("/nonexistent/vnc.sock".into()),
+                spice: None,
                 serial: None,
                 command: None,
             }],
@@ -503,6 +514,52 @@ mod tests {
             b.domain("nope").await,
             Err(BackendError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn spice_is_listed_and_opened_like_vnc() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("spice.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let mut c = backend_config("/nonexistent/qmp.sock");
+        c.domains[0].spice = Some(sock.clone());
+        c.domains[0].serial = Some("/nonexistent/serial.sock".into());
+        let b = QemuBackend::start(&c).await.unwrap();
+        let d = b.domain("gone").await.unwrap();
+        assert_eq!(
+            d.consoles,
+            [ConsoleKind::Vnc, ConsoleKind::Spice, ConsoleKind::Serial]
+        );
+        // Every open is a connection of its own (one per SPICE channel).
+        for _ in 0..2 {
+            let opened = b.open_console("gone", ConsoleKind::Spice);
+            let (opened, accepted) = tokio::join!(opened, listener.accept());
+            assert!(opened.is_ok() && accepted.is_ok());
+        }
+        drop(listener);
+        std::fs::remove_file(&sock).unwrap();
+        let e = b
+            .open_console("gone", ConsoleKind::Spice)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, BackendError::Console { kind: "spice", .. }),
+            "{e}"
+        );
+        c.domains[0].spice = None;
+        let b = QemuBackend::start(&c).await.unwrap();
+        assert_eq!(
+            b.domain("gone").await.unwrap().consoles,
+            [ConsoleKind::Vnc, ConsoleKind::Serial]
+        );
+        let e = b
+            .open_console("gone", ConsoleKind::Spice)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("has no spice console"), "{e}");
+        assert!(e.hint().unwrap().contains("`spice = PATH`"), "{e}");
     }
 
     #[tokio::test]

@@ -107,7 +107,7 @@ pub struct Kerberos {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// QEMU processes reached through their QMP, VNC and serial unix sockets.
+    /// QEMU processes reached through their QMP, VNC, SPICE and serial unix sockets.
     Qemu,
     /// libvirtd: every domain it defines, through one libvirt connection (`uri`).
     Libvirt,
@@ -182,6 +182,10 @@ pub struct DomainConfig {
     /// QEMU's VNC socket (`-vnc unix:PATH`), tunnelled by `virtgate vnc`.
     #[serde(default)]
     pub vnc: Option<PathBuf>,
+    /// QEMU's SPICE socket (`-spice unix=on,addr=PATH,disable-ticketing=on`), tunnelled by
+    /// `virtgate spice` / `virtgate display`; every SPICE channel is a connection of its own.
+    #[serde(default)]
+    pub spice: Option<PathBuf>,
     /// The serial console socket (`-serial unix:PATH,server=on,wait=off`).
     #[serde(default)]
     pub serial: Option<PathBuf>,

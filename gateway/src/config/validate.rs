@@ -249,6 +249,9 @@ fn backend(config: &Config, p: &mut Problems) {
         if let Some(v) = &d.vnc {
             p.absolute(key("vnc"), v);
         }
+        if let Some(v) = &d.spice {
+            p.absolute(key("spice"), v);
+        }
         if let Some(s) = &d.serial {
             p.absolute(key("serial"), s);
         }
@@ -399,6 +402,24 @@ vnc = "/r/a/vnc.sock"
             "{ps:?}"
         );
         assert!(ps[0].message.contains("also backend.domain[0]"));
+    }
+
+    #[test]
+    fn spice_socket_is_a_path_like_the_others() {
+        let ok = format!("{BASE}spice = \"/r/a/spice.sock\"\n");
+        let c = parse(&ok, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            c.backend.domains[0].spice.as_deref(),
+            Some(Path::new("/r/a/spice.sock"))
+        );
+        assert!(validate(&c).is_empty());
+        let ps = problems(&format!("{BASE}spice = \"spice.sock\"\n"));
+        assert_eq!(keys(&ps), ["backend.domain[0].spice"], "{ps:?}");
+        let schema = crate::config::json_schema();
+        assert!(
+            schema.contains("\"spice\"") && schema.contains("-spice unix=on"),
+            "the schema documents the key"
+        );
     }
 
     #[test]
