@@ -42,8 +42,12 @@ impl TunnelKind {
             TunnelKind::Spice => "spice",
             TunnelKind::Libvirt { read_only: false } => "libvirt",
             TunnelKind::Libvirt { read_only: true } => "libvirt_ro",
-            TunnelKind::LibvirtFd { read_only: false, .. } => "libvirt_fd",
-            TunnelKind::LibvirtFd { read_only: true, .. } => "libvirt_fd_ro",
+            TunnelKind::LibvirtFd {
+                read_only: false, ..
+            } => "libvirt_fd",
+            TunnelKind::LibvirtFd {
+                read_only: true, ..
+            } => "libvirt_fd_ro",
         }
     }
 }
