@@ -5,6 +5,8 @@
 //!   call runs on tokio's blocking pool with a timeout, and calls made while libvirtd is
 //!   away fail at once with [`BackendError::Unavailable`].
 //! - [`xml`]: consoles and the VNC / SPICE address from a domain's live XML.
+//! - [`graphics`]: connecting to a VNC or SPICE display, and the errors for displays the
+//!   domain XML lacks or the gateway cannot use.
 //! - [`console`]: the serial console (`virDomainOpenConsole`, with `FORCE` so a stale
 //!   session cannot lock users out) as a byte stream, on a connection of its own.
 //! - [`image`]: screenshots (`virDomainScreenshot`, PPM from QEMU) as PNG.
@@ -18,6 +20,7 @@
 
 mod conn;
 mod console;
+mod graphics;
 mod image;
 mod xml;
 
@@ -25,7 +28,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::net::{TcpStream, UnixStream};
 use virt::domain::DomainState as VState;
 use virt::domain::{DomainShutoffReason, DomainStateReason};
 use virt::error::{Error as VirtError, ErrorNumber};
@@ -33,12 +35,10 @@ use virt::stream::Stream;
 use virtgate_proto::{ConsoleKind, Domain, DomainState};
 
 use self::conn::Conn;
-use self::xml::{Display, GraphicsTarget, Unoffered};
+use self::xml::Display;
 use super::{BackendError, BoxedStream, Hypervisor, Lifecycle};
 use crate::config;
 
-/// Bound on connecting to a VNC or SPICE server.
-const CONSOLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest screenshot accepted from libvirt (8K RGB PPM is 100 MB; be generous but bounded).
 const MAX_SCREENSHOT: usize = 128 * 1024 * 1024;
 
@@ -114,8 +114,10 @@ impl LibvirtBackend {
         let xml = self.live_xml(name, what).await?;
         let target = match xml::graphics(&xml, kind) {
             Ok(Display::At(t)) => t,
-            Ok(Display::Absent) => return Err(not_offered(name, kind, None)),
-            Ok(Display::Unoffered(why)) => return Err(not_offered(name, kind, Some(why))),
+            Ok(Display::Absent) => return Err(graphics::not_offered(name, kind, None)),
+            Ok(Display::Unoffered(why)) => {
+                return Err(graphics::not_offered(name, kind, Some(why)))
+            }
             Err(e) => {
                 return Err(BackendError::Failed {
                     domain: name.to_owned(),
@@ -124,37 +126,7 @@ impl LibvirtBackend {
                 })
             }
         };
-        let err = |reason: String| BackendError::Console {
-            domain: name.to_owned(),
-            kind: kind.as_str(),
-            path: PathBuf::from(target.to_string()),
-            reason,
-        };
-        let connected = match &target {
-            GraphicsTarget::Unix(path) => {
-                tokio::time::timeout(CONSOLE_TIMEOUT, UnixStream::connect(path))
-                    .await
-                    .map(|r| r.map(|s| Box::new(s) as BoxedStream))
-            }
-            GraphicsTarget::Tcp { host, port } => {
-                tokio::time::timeout(CONSOLE_TIMEOUT, TcpStream::connect((host.as_str(), *port)))
-                    .await
-                    .map(|r| {
-                        r.map(|s| {
-                            let _ = s.set_nodelay(true);
-                            Box::new(s) as BoxedStream
-                        })
-                    })
-            }
-        };
-        match connected {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(err(e.to_string())),
-            Err(_) => Err(err(format!(
-                "no answer within {} s",
-                CONSOLE_TIMEOUT.as_secs()
-            ))),
-        }
+        graphics::connect(name, kind, &target).await
     }
 
     async fn open_serial(&self, name: &str) -> Result<BoxedStream, BackendError> {
@@ -163,7 +135,7 @@ impl LibvirtBackend {
             .map(|c| c.contains(&ConsoleKind::Serial))
             .unwrap_or(false);
         if !has_serial {
-            return Err(not_offered(name, ConsoleKind::Serial, None));
+            return Err(graphics::not_offered(name, ConsoleKind::Serial, None));
         }
         // The console gets a libvirt connection of its own: a blocking stream on the shared
         // connection would hold up every other call made on it while it waits for data.
@@ -205,39 +177,6 @@ pub fn probe(uri: &str, timeout: Duration) -> Result<usize, String> {
         .map_err(|e| format!("cannot start a thread: {e}"))?;
     rx.recv_timeout(timeout)
         .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
-}
-
-/// The domain XML offers no usable console of `kind`: why (`None`: there is none at all), and
-/// what the admin can add to the domain XML (never a gateway config key: libvirt has none).
-fn not_offered(name: &str, kind: ConsoleKind, why: Option<Unoffered>) -> BackendError {
-    let k = kind.as_str();
-    let (reason, hint) = match (why, kind) {
-        (Some(why), _) => (why.reason(kind), why.hint(kind, name)),
-        (None, ConsoleKind::Vnc | ConsoleKind::Spice) => (
-            format!("its domain XML has no <graphics type='{k}'>"),
-            format!(
-                "the admin can add one: `virsh edit {name}`, add <graphics type='{k}'><listen \
-                 type='socket'/></graphics> to <devices>, then restart the domain"
-            ),
-        ),
-        (None, ConsoleKind::Serial) => (
-            "its domain XML has no <serial> or <console> of type pty or unix".into(),
-            format!(
-                "the admin can add one: `virsh edit {name}`, add <serial type='pty'/> and \
-                 <console type='pty'/> to <devices>, then restart the domain"
-            ),
-        ),
-        (None, _) => (
-            format!("the libvirt backend has no {k} consoles"),
-            "`virtgate info DOM` lists the consoles a domain has".into(),
-        ),
-    };
-    BackendError::ConsoleNotOffered {
-        domain: name.to_owned(),
-        kind: k,
-        reason,
-        hint,
-    }
 }
 
 /// States in which a domain has a QEMU process (and so a display and serial port).
@@ -410,7 +349,7 @@ impl Hypervisor for LibvirtBackend {
             match kind {
                 ConsoleKind::Vnc | ConsoleKind::Spice => self.open_graphics(name, kind).await,
                 ConsoleKind::Serial => self.open_serial(name).await,
-                _ => Err(not_offered(name, kind, None)),
+                _ => Err(graphics::not_offered(name, kind, None)),
             }
         })
     }
@@ -567,27 +506,6 @@ mod tests {
         let e = b.lifecycle("nope", Lifecycle::Start).await.unwrap_err();
         assert!(matches!(e, BackendError::NotFound(_)), "{e}");
         b.shutdown().await;
-    }
-
-    #[test]
-    fn missing_consoles_get_domain_xml_hints_not_config_keys() {
-        for kind in [ConsoleKind::Vnc, ConsoleKind::Spice, ConsoleKind::Serial] {
-            let e = not_offered("web1", kind, None);
-            let hint = e.hint().unwrap();
-            assert!(
-                hint.contains("virsh edit web1") && !hint.contains("= PATH"),
-                "{hint}"
-            );
-            assert!(matches!(e, BackendError::ConsoleNotOffered { .. }), "{e}");
-        }
-        let e = not_offered("web1", ConsoleKind::Spice, Some(Unoffered::TlsOnly));
-        assert!(
-            e.to_string().contains("TLS-only SPICE is not supported"),
-            "{e}"
-        );
-        let e = not_offered("web1", ConsoleKind::Vnc, Some(Unoffered::ListenNone));
-        assert!(e.to_string().contains("listen type `none`"), "{e}");
-        assert!(e.hint().unwrap().contains("<listen type='socket'/>"));
     }
 
     #[tokio::test]
