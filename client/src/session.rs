@@ -251,6 +251,15 @@ impl Session {
 
     /// Open a byte tunnel (extended CONNECT). A non-200 answer becomes [`Error::Problem`].
     pub async fn open_tunnel(&self, path: &ApiPath) -> Result<TokioIo<Upgraded>, Error> {
+        Ok(self.open_tunnel_with_headers(path).await?.1)
+    }
+
+    /// [`Session::open_tunnel`], also returning the response headers (a new libvirt
+    /// descriptor's id comes in one).
+    pub async fn open_tunnel_with_headers(
+        &self,
+        path: &ApiPath,
+    ) -> Result<(http::HeaderMap, TokioIo<Upgraded>), Error> {
         let what = format!("CONNECT {}", path.to_path());
         let mut resp = self
             .send(&what, &Method::CONNECT, path, &Payload::default())
@@ -266,7 +275,7 @@ impl Session {
                 request: what,
                 detail: format!("the tunnel did not open: {}", chain_text(&e)),
             })?;
-        Ok(TokioIo::new(upgraded))
+        Ok((std::mem::take(resp.headers_mut()), TokioIo::new(upgraded)))
     }
 
     /// Resolves when the connection has ended, with the error that explains it.

@@ -2,10 +2,13 @@
 //! appended to `[audit] path`.
 //!
 //! Fields: `time` (RFC 3339 UTC), `user`, `method`, `principal` (if any), `peer`, `action`
-//! (`list`, `info`, `screenshot`, `events`, `vnc`, `serial`, `libvirt`, `libvirt_ro`,
-//! `start`, `shutdown`, `reboot`, `destroy`), `domain` (if any), `decision` (`allow` or
-//! `deny`), `role` (held, if any); lifecycle lines add `outcome` (`started`, `shut_down`,
-//! `destroyed`, `rebooted`, `already_in_state`, or `failed: REASON`) and `elapsed_ms`:
+//! (`list`, `info`, `screenshot`, `events`, `vnc`, `serial`, `spice`, `libvirt`,
+//! `libvirt_ro`, `start`, `shutdown`, `reboot`, `destroy`), `domain` (if any), `decision`
+//! (`allow` or `deny`), `role` (held, if any); lifecycle lines add `outcome` (`started`,
+//! `shut_down`, `destroyed`, `rebooted`, `already_in_state`, or `failed: REASON`) and
+//! `elapsed_ms`; descriptors passed through a libvirt tunnel (graphical consoles of
+//! virt-manager / virt-viewer) have action `libvirt_fd` (`libvirt_fd_ro`) and an `outcome`
+//! (`descriptor 3 from virDomainOpenGraphicsFD`, `descriptor 3 claimed`, `failed: …`):
 //!
 //! ```text
 //! {"time":"2026-11-27T07:01:02.5Z","user":"alice","method":"certificate","principal":"CN=alice","peer":"[::1]:50312","action":"shutdown","domain":"web1","decision":"allow","role":"operator"}
@@ -150,6 +153,28 @@ impl AuditLog {
             let mut r = Record::of(id, action, Some(domain), role);
             r.outcome = Some(outcome);
             r.elapsed_ms = Some(elapsed_ms);
+            self.write(&r);
+        }
+    }
+
+    /// Record what happened to a file descriptor passed through a libvirt tunnel (the
+    /// tunnel itself was allowed before): action `libvirt_fd` (`libvirt_fd_ro`), the
+    /// domain when known, `outcome` such as `descriptor 3 from virDomainOpenGraphicsFD`,
+    /// `descriptor 3 claimed`, or `failed: REASON`.
+    pub fn descriptor(&self, id: &Identity, read_only: bool, domain: Option<&str>, outcome: &str) {
+        if self.file.is_some() {
+            let action = if read_only {
+                Action::LibvirtRo
+            } else {
+                Action::LibvirtRw
+            };
+            let mut r = Record::of(id, action, domain, None);
+            r.action = if read_only {
+                "libvirt_fd_ro"
+            } else {
+                "libvirt_fd"
+            };
+            r.outcome = Some(outcome);
             self.write(&r);
         }
     }

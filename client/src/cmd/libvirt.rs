@@ -1,7 +1,8 @@
 //! `virtgate libvirt [--socket PATH] [--ro]`: a local unix socket for virsh and
 //! virt-manager whose every connection is one tunnel stream (extended CONNECT `/v1/libvirt`,
-//! or `/v1/libvirt?ro` with `--ro`) on the session's single HTTP/2 connection; libvirt's RPC
-//! passes through unchanged (the listener and splicing are [`super::relay`]).
+//! or `/v1/libvirt?ro` with `--ro`) on the session's single HTTP/2 connection (the listener
+//! is [`super::relay`]). libvirt's RPC passes through unchanged except for the file
+//! descriptors of graphical consoles, which become streams of their own ([`fds`]).
 //!
 //! Contract: the FIRST line on stdout is `qemu+unix:///system?socket=PATH`, printed (and
 //! flushed) only after one tunnel was opened and closed again, so a user without the role
@@ -24,6 +25,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use virtgate_proto::{ApiPath, TunnelKind};
+
+pub mod fds;
 
 use super::print;
 use super::relay::{self, Local, Stop};

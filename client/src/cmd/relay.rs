@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
-use virtgate_proto::ApiPath;
+use virtgate_proto::{ApiPath, TunnelKind};
 
 use crate::error::{report, Error};
 use crate::session::Session;
@@ -107,8 +107,11 @@ pub async fn serve(
                 Ok((conn, peer)) => {
                     next_id += 1;
                     let (session, tunnel, id) = (session.clone(), tunnel.clone(), next_id);
+                    let libvirt = matches!(tunnel, ApiPath::Tunnel { kind: TunnelKind::Libvirt { .. }, .. });
                     match conn {
                         Accepted::Tcp(s) => streams.spawn(carry(session, tunnel, s, peer, id)),
+                        // libvirt passes descriptors over its unix socket: not a byte copy
+                        Accepted::Unix(s) if libvirt => streams.spawn(super::libvirt::fds::carry(session, tunnel, s, peer, id)),
                         Accepted::Unix(s) => streams.spawn(carry(session, tunnel, s, peer, id)),
                     };
                 }

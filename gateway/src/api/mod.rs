@@ -6,9 +6,10 @@
 //! identity, routes each request through [`ApiPath::parse`] (proto owns the paths), checks
 //! the method, asks [`authz`](crate::authz) and then the backend, and answers JSON
 //! ([`domains`], [`lifecycle`]), a PNG ([`domains::screenshot`]), an NDJSON stream
-//! ([`events`]), Prometheus text, a tunnel ([`tunnel`]: consoles and libvirt RPC) or a
-//! problem ([`error`]). Every response carries `virtgate-protocol: 1`.
+//! ([`events`]), Prometheus text, a tunnel ([`tunnel`]: consoles and libvirt RPC, whose
+//! file descriptors wait per connection in [`descriptors`]) or a problem ([`error`]). Every response carries `virtgate-protocol: 1`.
 
+pub mod descriptors;
 pub mod domains;
 pub mod error;
 pub mod events;
@@ -109,8 +110,11 @@ where
     // hyper runs HTTP/2 streams in tasks of their own: carry the connection's span over.
     let span = tracing::Span::current();
     let conn_auth = auth.clone();
+    // descriptors libvirt passes through this connection's libvirt tunnels wait here for
+    // their streams; dropped (and closed) with the connection
+    let fds = Arc::new(descriptors::Table::default());
     let service = hyper::service::service_fn(move |req| {
-        handle(state.clone(), conn_auth.clone(), req).instrument(span.clone())
+        handle(state.clone(), conn_auth.clone(), fds.clone(), req).instrument(span.clone())
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -142,13 +146,14 @@ where
 pub async fn handle(
     state: Arc<State>,
     auth: Arc<ConnAuth>,
+    fds: Arc<descriptors::Table>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     state.metrics.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (result, mutual) = match auth.identity(&state, req.headers()).await {
-        Ok((id, mutual)) => (route(&state, &id, &mut req).await, mutual),
+        Ok((id, mutual)) => (route(&state, &id, &fds, &mut req).await, mutual),
         Err(e) => (Err(e), None),
     };
     let mut resp = match result {
@@ -169,6 +174,7 @@ pub async fn handle(
 async fn route(
     state: &Arc<State>,
     id: &Identity,
+    fds: &Arc<descriptors::Table>,
     req: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
@@ -232,7 +238,11 @@ async fn route(
         ApiPath::Tunnel {
             domain: None,
             kind: TunnelKind::Libvirt { read_only },
-        } => tunnel::open_libvirt(state, id, req, read_only).await,
+        } => tunnel::open_libvirt(state, id, req, read_only, fds).await,
+        ApiPath::Tunnel {
+            domain: None,
+            kind: TunnelKind::LibvirtFd { read_only, id: fd },
+        } => tunnel::open_descriptor(state, id, req, read_only, fd, fds).await,
         ApiPath::Events => {
             get_only("use GET (`virtgate events`)")?;
             events::handle(state, id).await

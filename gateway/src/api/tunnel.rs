@@ -1,7 +1,13 @@
-//! Byte tunnels: extended CONNECT `/v1/domains/{name}/vnc` and `/serial` (operator), and
-//! `/v1/libvirt` (admin on `*`) and `/v1/libvirt?ro` (viewer on `*`) to libvirtd's RPC
-//! sockets as [`Hypervisor::libvirt_socket`](crate::backend::Hypervisor::libvirt_socket)
-//! names them (404 `libvirt-not-available` without a libvirt backend).
+//! Byte tunnels: extended CONNECT `/v1/domains/{name}/vnc`, `/serial` and `/spice`
+//! (operator), and `/v1/libvirt` (admin on `*`) and `/v1/libvirt?ro` (viewer on `*`) to
+//! libvirtd's RPC sockets as
+//! [`Hypervisor::libvirt_socket`](crate::backend::Hypervisor::libvirt_socket) names them
+//! (404 `libvirt-not-available` without a libvirt backend).
+//!
+//! A libvirt tunnel is not a plain copy: [`virtgate_rpc::relay`] reads libvirtd's socket
+//! with `recvmsg`, so the descriptors of `virDomainOpenGraphicsFD` replies reach the
+//! connection's [`descriptors::Table`] (the tunnel carries their ids), and the client's
+//! `/v1/libvirt/fds[/{id}]` streams ([`open_descriptor`]) carry what flows through them.
 //!
 //! Order matters for good errors: authorize, then connect to the backend socket, and only
 //! then answer 200. A client therefore sees a problem+json (404/403/503 with a hint) instead
@@ -21,6 +27,10 @@ use tracing::Instrument as _;
 use virtgate_proto::tuning::SPLICE_BUFFER;
 use virtgate_proto::{ConsoleKind, Problem, TunnelKind};
 
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use super::descriptors::{self, Parked, TunnelFds};
 use super::error::{self, ApiError};
 use super::{authorize, Body, State};
 use crate::authn::Identity;
@@ -67,19 +77,25 @@ pub async fn open(
     Ok(splice(state, req, backend, span))
 }
 
-/// Open a libvirt RPC tunnel (`read_only`: libvirtd's read-only socket).
-pub async fn open_libvirt(
-    state: &State,
-    id: &Identity,
-    req: &mut Request<Incoming>,
-    read_only: bool,
-) -> Result<Response<Body>, ApiError> {
-    let action = if read_only {
+/// The action a libvirt tunnel (and its descriptors) needs.
+fn libvirt_action(read_only: bool) -> Action {
+    if read_only {
         Action::LibvirtRo
     } else {
         Action::LibvirtRw
-    };
-    authorize(state, id, None, action)?;
+    }
+}
+
+/// Open a libvirt RPC tunnel (`read_only`: libvirtd's read-only socket); descriptors
+/// libvirt passes through it wait in `fds`, the connection's table.
+pub async fn open_libvirt(
+    state: &Arc<State>,
+    id: &Identity,
+    req: &mut Request<Incoming>,
+    read_only: bool,
+    fds: &Arc<descriptors::Table>,
+) -> Result<Response<Body>, ApiError> {
+    authorize(state, id, None, libvirt_action(read_only))?;
     let path = state
         .backend
         .libvirt_socket(read_only)
@@ -107,7 +123,99 @@ pub async fn open_libvirt(
                 )))
             }
         };
-    Ok(splice(state, req, Box::new(stream), span))
+    let handler = Arc::new(TunnelFds {
+        state: state.clone(),
+        identity: id.clone(),
+        table: fds.clone(),
+        read_only,
+        calls: Mutex::new(Default::default()),
+    });
+    Ok(run_tunnel(state, req, span, move |client| async move {
+        match virtgate_rpc::relay(stream, client, handler).await {
+            Ok(c) => Ok((c.tunnel_to_socket, c.socket_to_tunnel)),
+            Err(virtgate_rpc::RelayError::Io(e)) => Err(e),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }))
+}
+
+/// A stream for a descriptor of a libvirt tunnel on this connection: `fd: Some(n)` claims
+/// descriptor `n` that libvirtd handed out; `None` makes a socketpair whose other end waits
+/// under a new id (in the `virtgate-descriptor` header) for the client's
+/// `virDomainOpenGraphics` call. Same authorization as the libvirt tunnel.
+pub async fn open_descriptor(
+    state: &Arc<State>,
+    id: &Identity,
+    req: &mut Request<Incoming>,
+    read_only: bool,
+    fd: Option<u64>,
+    fds: &Arc<descriptors::Table>,
+) -> Result<Response<Body>, ApiError> {
+    authorize(state, id, None, libvirt_action(read_only))?;
+    let tunnel_id = state.next_tunnel.fetch_add(1, Relaxed);
+    let kind = TunnelKind::LibvirtFd { read_only, id: fd };
+    let span = tracing::info_span!(
+        "tunnel",
+        id = tunnel_id,
+        kind = kind.as_str(),
+        descriptor = fd
+    );
+    let stream_of = |fd: OwnedFd| {
+        virtgate_rpc::fdio::stream_from_fd(fd).map_err(|e| {
+            ApiError::from(
+                Problem::new(500, "descriptor-unusable", "the descriptor cannot be used")
+                    .detail(e.to_string())
+                    .hint("try again; the gateway log has details"),
+            )
+        })
+    };
+    match fd {
+        Some(n) => {
+            let Some(claimed) = fds.take(n, Parked::FromLibvirt, read_only) else {
+                return Err(Problem::new(404, "descriptor-not-found", "no such descriptor")
+                    .detail(format!(
+                        "descriptor {n} is not waiting on this connection (claimed already, expired after {} s, or from another connection)",
+                        descriptors::EXPIRY.as_secs()
+                    ))
+                    .hint("descriptors are claimed by `virtgate libvirt` on the connection whose libvirt tunnel received them")
+                    .into());
+            };
+            state.audit.descriptor(
+                id,
+                read_only,
+                claimed.domain.as_deref(),
+                &format!("descriptor {n} claimed"),
+            );
+            let stream = stream_of(claimed.fd)?;
+            Ok(splice(state, req, Box::new(stream), span))
+        }
+        None => {
+            let (theirs, ours) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+                ApiError::from(
+                    Problem::new(503, "descriptor-unavailable", "cannot make a socket pair")
+                        .detail(e.to_string())
+                        .hint("the gateway may be out of file descriptors; try again"),
+                )
+            })?;
+            let ours = stream_of(ours.into())?;
+            let n = fds
+                .park(theirs.into(), Parked::ToLibvirt, read_only, None)
+                .map_err(|r| {
+                    ApiError::from(
+                        Problem::new(429, "too-many-descriptors", "too many descriptors wait")
+                            .detail(r.message)
+                            .hint("close some consoles, or open a new connection"),
+                    )
+                })?;
+            span.record("descriptor", n);
+            let mut r = splice(state, req, Box::new(ours), span);
+            r.headers_mut().insert(
+                virtgate_proto::DESCRIPTOR_HEADER,
+                http::HeaderValue::from(n),
+            );
+            Ok(r)
+        }
+    }
 }
 
 /// Answer 200 and, once hyper hands over the stream, copy both ways between it and
@@ -118,6 +226,29 @@ fn splice(
     mut backend: BoxedStream,
     span: tracing::Span,
 ) -> Response<Body> {
+    run_tunnel(state, req, span, move |mut client| async move {
+        tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut backend,
+            SPLICE_BUFFER,
+            SPLICE_BUFFER,
+        )
+        .await
+    })
+}
+
+/// Answer 200 and, once hyper hands over the stream, run `carry` on it in a tracked task
+/// (until it returns the bytes carried up and down, or the gateway stops hard).
+fn run_tunnel<F, Fut>(
+    state: &State,
+    req: &mut Request<Incoming>,
+    span: tracing::Span,
+    carry: F,
+) -> Response<Body>
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<(u64, u64)>> + Send,
+{
     let on_upgrade = hyper::upgrade::on(req);
     let metrics = state.metrics.clone();
     let force = state.shutdown.force.clone();
@@ -132,14 +263,8 @@ fn splice(
             };
             let _open = metrics.tunnel_open();
             tracing::info!("tunnel opened");
-            let mut client = TokioIo::new(upgraded);
             let copied = tokio::select! {
-                r = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut backend,
-                    SPLICE_BUFFER,
-                    SPLICE_BUFFER,
-                ) => r,
+                r = carry(TokioIo::new(upgraded)) => r,
                 _ = force.cancelled() => {
                     tracing::info!("tunnel closed: gateway stops");
                     return;
