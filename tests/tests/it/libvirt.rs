@@ -3,7 +3,7 @@
 //! graceful and forced shutdown, screenshots, a QEMU killed under a live VNC stream, a
 //! libvirtd restart, and the role matrix.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -71,28 +71,7 @@ impl VWorld {
 
     /// `virtgate libvirt [--ro]` as `user`: the forwarder and the URI it printed.
     fn libvirt(&self, user: &ClientUser, ro: bool, name: &str) -> (ChildGuard, String, LineReader) {
-        let sock = self.dir.path().join(format!("{name}.sock"));
-        let mut cmd = user.cmd();
-        cmd.args(["libvirt", "--socket"]).arg(&sock);
-        if ro {
-            cmd.arg("--ro");
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = LineReader::new(child.stdout.take().unwrap());
-        let errs = LineReader::new(child.stderr.take().unwrap());
-        let guard = ChildGuard::new(child, "virtgate libvirt");
-        let uri = lines
-            .next_line(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("no URI; stderr: {:?}", errs.drain_now()));
-        assert_eq!(
-            uri.trim(),
-            format!("qemu+unix:///system?socket={}", sock.display())
-        );
-        (guard, uri.trim().to_owned(), errs)
+        user.libvirt(&self.dir.path().join(format!("{name}.sock")), ro)
     }
 }
 

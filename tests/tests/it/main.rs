@@ -9,6 +9,7 @@ mod badinput;
 mod config;
 mod demo;
 mod fixtures;
+mod graphics;
 mod kerberos;
 mod libvirt;
 mod lifecycle;
