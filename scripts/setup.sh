@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages virtgate's demo and tests use (QEMU, a VNC client, curl,
-# openssl, an MIT KDC, sshd, libvirt) and the headers to build it (libkrb5, libclang), if any is missing. Needs root or sudo; safe to run again.
+# openssl, an MIT KDC, sshd, libvirt, python3-libvirt, virt-viewer, virt-manager, Xvfb)
+# and the headers to build it (libkrb5, libclang), if any is missing. Needs root or sudo; safe to run again.
 set -euo pipefail
 
 packages=(
@@ -16,6 +17,17 @@ packages=(
     libvirt-dev
     # benchmarks (scripts/bench.sh): stunnel4 is a baseline; the chart's text needs a TTF font
     stunnel4 fonts-dejavu-core
+    # tests that drive libvirt from python (libvirt.open(...).openGraphicsFD(...)); use
+    # /usr/bin/python3, which sees python3-libvirt
+    python3 python3-libvirt
+    # real graphical clients: remote-viewer/virt-viewer, virt-manager, and the SPICE widget
+    # virt-manager only recommends (without it no SPICE console opens in virt-manager)
+    virt-viewer virt-manager gir1.2-spiceclientglib-2.0 gir1.2-spiceclientgtk-3.0
+    # a private X server for them (tests/src/fixture/xvfb.rs) without any D-Bus session
+    # bus: xvfb; screenshots of it: xwd (x11-apps) + ImageMagick's convert; window titles:
+    # xdotool; xmessage (x11-apps) is the fixture's own test client; x11-utils (xwininfo,
+    # xprop, xdpyinfo) to look at a test's screen by hand
+    xvfb x11-apps x11-utils xdotool imagemagick
 )
 
 missing=()

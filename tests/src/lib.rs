@@ -6,10 +6,11 @@
 //! a config and starts `virtgated` on port 0, learning its addresses from stdout;
 //! [`fixture::client`] runs `virtgate` with a profile of its own, curl, and `virtgate vnc`;
 //! [`fixture::vnc`] takes screenshots with vncsnapshot; [`fixture::guest`] assembles a
-//! tiny guest kernel (serial echo, ACPI power button) for `-kernel`; [`fixture::libvirtd`]
-//! starts a private virtlogd + libvirtd (in a mount namespace of its own) and defines
-//! domains booting that guest. [`fixture::process`] holds the child guards and deadlines
-//! all of them use.
+//! tiny guest kernel (magenta screen, serial echo, ACPI power button) for `-kernel`;
+//! [`fixture::xvfb`] runs a private X server for graphical clients and screenshots it;
+//! [`fixture::libvirtd`] starts a private virtlogd + libvirtd (in a mount namespace of its
+//! own) and defines domains booting that guest, with VNC and/or SPICE consoles or none.
+//! [`fixture::process`] holds the child guards and deadlines all of them use.
 //!
 //! The binaries under test are the workspace's own (`virtgated`, `virtgate`,
 //! `virtgate-pki`), found next to the test executable in cargo's target directory: run
@@ -23,11 +24,12 @@ use std::path::PathBuf;
 
 pub use fixture::client::{curl, metric, ClientUser, Forwarder};
 pub use fixture::gateway::{Gateway, GatewayBuilder};
-pub use fixture::guest::{guest_kernel, GuestOptions};
-pub use fixture::libvirtd::{Domain, DomainSpec, Libvirtd, Vnc};
+pub use fixture::guest::{guest_kernel, guest_screen_fraction, GuestOptions, GUEST_SCREEN_RGB};
+pub use fixture::libvirtd::{Domain, DomainSpec, Graphics, Libvirtd};
 pub use fixture::pki::{ClientCert, Pki};
 pub use fixture::process::{poll, run, text, ChildGuard, LineReader};
 pub use fixture::qemu::{Qemu, QemuBuilder};
+pub use fixture::xvfb::Xvfb;
 
 /// A temp dir of the test's own under /tmp (short paths: unix sockets live in it), named
 /// `vg-…`; removed when dropped.

@@ -1,6 +1,9 @@
 //! The fixtures themselves: the test guest on a raw QEMU (serial echo, ACPI power button,
-//! the variant that ignores it) and a private libvirtd running it (virsh list, dominfo,
-//! shutdown, destroy, the read-only socket, a restart, clean-up on drop).
+//! the variant that ignores it, its magenta screen), [`guest_screen_fraction`] on every
+//! PNG flavour, a private Xvfb (a client's window, screenshots, a timed-out wait) and a
+//! private libvirtd running the guest (virsh list, dominfo, shutdown, destroy, the
+//! read-only socket, a restart, clean-up on drop; SPICE on a socket and on TCP, VNC and
+//! SPICE together, no graphics at all).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,11 +14,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use virtgate_tests::fixture::guest::SCREEN_TEXT;
 use virtgate_tests::fixture::guest::{BANNER, POWER_OFF};
 use virtgate_tests::fixture::libvirtd::qemu_pids_of;
 use virtgate_tests::fixture::vnc::{snapshot_until, SEABIOS};
 use virtgate_tests::{
-    guest_kernel, poll, run, system_bin, text, DomainSpec, GuestOptions, Libvirtd, QemuBuilder,
+    guest_kernel, guest_screen_fraction, poll, run, system_bin, text, ChildGuard, DomainSpec,
+    GuestOptions, Libvirtd, QemuBuilder, Xvfb, GUEST_SCREEN_RGB,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -167,9 +172,14 @@ impl Qmp {
 
     /// Run a command; returns its `return` (events before it are skipped).
     fn cmd(&mut self, name: &str) -> Value {
+        self.cmd_args(name, json!({}))
+    }
+
+    /// Run a command with arguments; returns its `return`.
+    fn cmd_args(&mut self, name: &str, args: Value) -> Value {
         // One write: QEMU acts on a command as soon as its JSON is complete (`quit` may
         // close the socket before a separate newline arrives).
-        let line = format!("{}\n", json!({ "execute": name }));
+        let line = format!("{}\n", json!({ "execute": name, "arguments": args }));
         if let Err(e) = self.w.write_all(line.as_bytes()) {
             panic!("QMP {name}: {e}; {}", self.log_text());
         }
@@ -309,7 +319,7 @@ fn libvirtd_force_off_a_guest_ignoring_acpi_tcp_vnc_and_read_only() {
     let port = lv.vnc_port(&d.name);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
     let shot = dir.path().join("screen.jpg");
-    // The screen SeaBIOS left in text mode: the guest does not touch the display.
+    // The 720x400 text mode SeaBIOS left (the guest paints it, keeping the mode).
     snapshot_until(&format!("127.0.0.1::{port}"), &shot, SEABIOS);
 
     let mut serial = Serial::pty(&lv.serial_pty(&d.name));
@@ -346,4 +356,254 @@ fn libvirtd_force_off_a_guest_ignoring_acpi_tcp_vnc_and_read_only() {
     lv.wait_state(&d.name, "shut off", DEADLINE);
     let reason = lv.virsh_ok(&["domstate", "--reason", &d.name]);
     assert!(reason.contains("destroyed"), "{reason}");
+}
+
+#[test]
+fn guest_paints_its_screen_magenta() {
+    let dir = tempdir();
+    let kernel = guest_kernel(dir.path(), GuestOptions::default());
+    let q = QemuBuilder::new("g")
+        .kernel(&kernel)
+        .paused(true)
+        .start(dir.path());
+    let mut serial = Serial::unix(q.serial.as_ref().unwrap());
+    let mut qmp = Qmp::connect(&q.qmp);
+    // Before the guest runs: SeaBIOS has not even started, nothing is magenta.
+    let shot = dir.path().join("screen.png");
+    let screendump = |qmp: &mut Qmp| -> Vec<u8> {
+        let _ = std::fs::remove_file(&shot);
+        qmp.cmd_args(
+            "screendump",
+            json!({ "filename": shot.to_str().unwrap(), "format": "png" }),
+        );
+        std::fs::read(&shot).expect("read the screendump")
+    };
+    let before = guest_screen_fraction(&screendump(&mut qmp));
+    assert!(before < 0.01, "magenta before the guest ran: {before}");
+    qmp.cmd("cont");
+    // The guest paints before it prints its banner.
+    serial.expect(&format!("{BANNER}\r\n"));
+    let png = poll("the guest's magenta screen", DEADLINE, || {
+        let png = screendump(&mut qmp);
+        (guest_screen_fraction(&png) > 0.5).then_some(png)
+    });
+    let size = imagesize::blob_size(&png).expect("screendump is a PNG");
+    assert_eq!((size.width, size.height), (720, 400), "text mode, 80x25");
+    let f = guest_screen_fraction(&png);
+    eprintln!("guest screen fraction {f:.4}");
+    // All magenta but the title's white strokes (the cursor is off).
+    assert!(
+        f > 0.98 && f < 1.0,
+        "fraction {f}: no {SCREEN_TEXT:?} on it?"
+    );
+    // Still working as before: serial echo and the power button.
+    serial.echo("hello\n");
+    qmp.cmd("system_powerdown");
+    serial.expect(POWER_OFF);
+    serial.expect_eof();
+}
+
+/// A `width`×`height` PNG of `color`/`depth` whose pixels are all `pixel` (samples at
+/// that depth, big-endian for 16 bits), with `palette` for indexed ones.
+fn png_of(
+    width: u32,
+    height: u32,
+    color: png::ColorType,
+    depth: png::BitDepth,
+    palette: Option<&[u8]>,
+    row: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        if let Some(p) = palette {
+            enc.set_palette(p.to_vec());
+        }
+        let mut w = enc.write_header().expect("PNG header");
+        let data: Vec<u8> = (0..height).flat_map(|_| row.iter().copied()).collect();
+        w.write_image_data(&data).expect("PNG data");
+    }
+    out
+}
+
+#[test]
+fn guest_screen_fraction_reads_every_png_flavour() {
+    use png::{BitDepth as D, ColorType as C};
+    let [r, g, b] = GUEST_SCREEN_RGB;
+    // 4 pixels a row: 3 magenta (QEMU's 168 and the exact 170), 1 white.
+    let rgb8 = [168, 0, 168, r, g, b, 170, 2, 168, 255, 255, 255];
+    assert_eq!(
+        guest_screen_fraction(&png_of(4, 2, C::Rgb, D::Eight, None, &rgb8)),
+        0.75
+    );
+    let rgba8 = [r, g, b, 255, r, g, b, 0, 0, 0, 0, 255, 0, 0, 0, 255];
+    assert_eq!(
+        guest_screen_fraction(&png_of(4, 2, C::Rgba, D::Eight, None, &rgba8)),
+        0.5
+    );
+    let rgb16: Vec<u8> = [0xa8a8u16, 0, 0xa8a8, 0xffff, 0xffff, 0xffff]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    assert_eq!(
+        guest_screen_fraction(&png_of(2, 3, C::Rgb, D::Sixteen, None, &rgb16)),
+        0.5
+    );
+    // Indexed, 2 bits: entries 0 (black) and 1 (magenta); a row of 4 pixels 1,1,1,0.
+    let palette = [0, 0, 0, r, g, b];
+    assert_eq!(
+        guest_screen_fraction(&png_of(
+            4,
+            1,
+            C::Indexed,
+            D::Two,
+            Some(&palette),
+            &[0b0101_0100]
+        )),
+        0.75
+    );
+    // 1-bit grey (what ImageMagick writes for a black-and-white X screen): never magenta.
+    assert_eq!(
+        guest_screen_fraction(&png_of(8, 2, C::Grayscale, D::One, None, &[0b1010_1010])),
+        0.0
+    );
+}
+
+#[test]
+fn xvfb_runs_a_client_and_screenshots_it() {
+    let dir = tempdir();
+    let x = Xvfb::start(&dir.path().join("x"));
+    assert!(x.display().starts_with(':'), "{}", x.display());
+    let other = Xvfb::start(&dir.path().join("y"));
+    assert_ne!(x.display(), other.display(), "two fixtures, two displays");
+    drop(other);
+
+    let title = "virtgate xvfb fixture";
+    let child = x
+        .command(system_bin("xmessage", "x11-apps"))
+        .args(["-title", title, "hello from the xvfb fixture"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start xmessage");
+    let _xmessage = ChildGuard::new(child, "xmessage");
+    poll("xmessage's window", DEADLINE, || {
+        x.window_names().iter().any(|n| n == title).then_some(())
+    });
+
+    let png = x.screenshot_png();
+    let size = imagesize::blob_size(&png).expect("screenshot is a PNG");
+    assert_eq!((size.width, size.height), (1280, 1024));
+    assert_eq!(guest_screen_fraction(&png), 0.0, "no guest on this screen");
+    // The window's white background is on the otherwise black screen.
+    x.wait_for_screen("xmessage's window", DEADLINE, |png| {
+        let mut d = png::Decoder::new(std::io::Cursor::new(png));
+        d.set_transformations(png::Transformations::normalize_to_color8());
+        let mut r = d.read_info().expect("PNG header");
+        let mut buf = vec![0; r.output_buffer_size().expect("PNG size")];
+        r.next_frame(&mut buf).expect("PNG data");
+        buf.iter().any(|&v| v > 0)
+    });
+
+    // A wait that times out names what it waited for and keeps the last picture.
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        x.wait_for_screen("a magenta screen", Duration::from_millis(300), |png| {
+            guest_screen_fraction(png) > 0.5
+        })
+    }))
+    .expect_err("nothing magenta on this screen");
+    let msg = err
+        .downcast_ref::<String>()
+        .expect("panic message is a String");
+    assert!(msg.contains("a magenta screen"), "{msg}");
+    assert!(msg.contains(title), "visible windows named: {msg}");
+    let kept = msg
+        .split("last screenshot: ")
+        .nth(1)
+        .expect("path of the kept screenshot")
+        .trim();
+    let kept = std::fs::read(kept).expect("kept screenshot");
+    assert!(kept.starts_with(b"\x89PNG"), "kept screenshot is a PNG");
+}
+
+/// SPICE's first message from the client: SpiceLinkHeader (magic, major 2, minor 2, size
+/// of what follows) and SpiceLinkMess for the main channel, no capabilities.
+fn spice_link_main() -> Vec<u8> {
+    let mut mess = Vec::new();
+    mess.extend(0u32.to_le_bytes()); // connection_id: a new session
+    mess.push(1); // channel_type: main
+    mess.push(0); // channel_id
+    mess.extend(0u32.to_le_bytes()); // num_common_caps
+    mess.extend(0u32.to_le_bytes()); // num_channel_caps
+    mess.extend(18u32.to_le_bytes()); // caps_offset: right after this message
+    assert_eq!(mess.len(), 18);
+    let mut m = b"REDQ".to_vec();
+    m.extend(2u32.to_le_bytes());
+    m.extend(2u32.to_le_bytes());
+    m.extend((mess.len() as u32).to_le_bytes());
+    m.extend(mess);
+    m
+}
+
+/// Send the SPICE link message and read the first 4 bytes of the answer.
+fn spice_answer(mut s: impl Read + Write) -> [u8; 4] {
+    s.write_all(&spice_link_main()).expect("send SpiceLinkMess");
+    let mut magic = [0u8; 4];
+    s.read_exact(&mut magic).expect("SPICE link reply");
+    magic
+}
+
+#[test]
+fn libvirtd_spice_on_a_socket_and_tcp_both_consoles_and_none() {
+    let dir = tempdir();
+    let lv = Libvirtd::start(&dir.path().join("lv"));
+
+    let spice = lv.define_and_start(&DomainSpec::new("vgt-sp").spice_socket());
+    assert!(spice.vnc_socket.is_none());
+    let sock = spice.spice_socket.as_ref().expect("spice socket path");
+    let display = lv.virsh_ok(&["domdisplay", &spice.name]);
+    assert!(display.contains("spice+unix://"), "{display}");
+    let s = UnixStream::connect(sock).expect("connect to spice.sock");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(&spice_answer(s), b"REDQ");
+
+    let tcp = lv.define_and_start(&DomainSpec::new("vgt-st").spice_tcp());
+    let port = lv.spice_port(&tcp.name);
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to SPICE's port");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(&spice_answer(s), b"REDQ");
+
+    let both = lv.define_and_start(&DomainSpec::new("vgt-vs").vnc_and_spice());
+    let mut vnc = UnixStream::connect(both.vnc_socket.as_ref().expect("vnc socket path"))
+        .expect("connect to vnc.sock");
+    vnc.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut banner = [0u8; 12];
+    vnc.read_exact(&mut banner).expect("RFB banner");
+    assert_eq!(&banner, b"RFB 003.008\n");
+    let s = UnixStream::connect(both.spice_socket.as_ref().expect("spice socket path"))
+        .expect("connect to spice.sock");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(&spice_answer(s), b"REDQ");
+
+    let none = lv.define_and_start(&DomainSpec::new("vgt-ng").no_graphics());
+    assert!(none.vnc_socket.is_none() && none.spice_socket.is_none());
+    assert!(!none.xml.contains("<graphics"), "{}", none.xml);
+    assert_eq!(lv.domstate(&none.name), "running");
+    let mut serial = Serial::pty(&lv.serial_pty(&none.name));
+    serial.echo("no graphics\n");
+    // The VGA card is still there: a libvirt screenshot (a PNG with libvirt 9.0 and QEMU
+    // 7.2) shows the guest's screen, painted before the serial echo above.
+    let shot = dir.path().join("none.png");
+    lv.virsh_ok(&["screenshot", &none.name, shot.to_str().unwrap()]);
+    let png = std::fs::read(&shot).expect("screenshot file");
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        shot.display()
+    );
+    let f = guest_screen_fraction(&png);
+    assert!(f > 0.5, "guest screen fraction {f}");
 }
