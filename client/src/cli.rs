@@ -89,15 +89,33 @@ pub enum Command {
     Vnc {
         /// Domain name
         domain: String,
-        /// Local address to listen on (IP[:PORT]; port 0 picks a free one)
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = parse_listen)]
-        listen: SocketAddr,
-        /// Run this viewer; `{}` is replaced by the vnc:// URL (appended when absent)
-        #[arg(long, value_name = "CMD", conflicts_with = "no_viewer")]
-        viewer: Option<String>,
-        /// Do not start a viewer, only print the URL
-        #[arg(long)]
-        no_viewer: bool,
+        /// Where to listen and which viewer to start.
+        #[command(flatten)]
+        endpoint: crate::cmd::forward::Endpoint,
+    },
+    /// Forward a local TCP port to a domain's SPICE console; prints spice://HOST:PORT first
+    ///
+    /// Every SPICE channel a viewer opens is one stream on the same gateway connection.
+    Spice {
+        /// Domain name
+        domain: String,
+        /// Where to listen and which viewer to start.
+        #[command(flatten)]
+        endpoint: crate::cmd::forward::Endpoint,
+    },
+    /// Show a domain's screen in a viewer: its SPICE console, else VNC; prints the URL first
+    ///
+    /// Starts remote-viewer (virt-viewer) or $VIRTGATE_VIEWER, and stops when the viewer
+    /// exits. Without a viewer it keeps forwarding until Ctrl-C.
+    Display {
+        /// Domain name
+        domain: String,
+        /// Which console: SPICE when the domain has it, else VNC (auto), or only one of them
+        #[arg(long, value_enum, default_value = "auto")]
+        protocol: crate::cmd::forward::Protocol,
+        /// Where to listen and which viewer to start.
+        #[command(flatten)]
+        endpoint: crate::cmd::forward::Endpoint,
     },
     /// Start a domain
     Start {

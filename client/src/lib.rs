@@ -28,7 +28,9 @@
 //!                                              events: get_stream, line by line
 //!                                              console: one serial tunnel ⇄ stdin/stdout
 //!                                                   (raw tty, restored on every exit)
-//!                                              vnc (TCP) / libvirt (unix socket):
+//!                                              vnc / spice / display (TCP; display
+//!                                                   picks SPICE, else VNC, and runs
+//!                                                   remote-viewer) / libvirt (unix socket):
 //!                                                   cmd::relay: local listener →
 //!                                                   Session::open_tunnel per connection
 //!                                                   (extended CONNECT)
@@ -46,7 +48,8 @@
 //! - [`session`]: the one HTTP/2 connection every call and tunnel of a command shares; with
 //!   Kerberos its first request logs the connection in.
 //! - [`cmd`]: the commands: `domains` (whoami, list, info), `lifecycle`, `screenshot`,
-//!   `events`, `console`, and the forwarders `forward` (vnc) and `libvirt` on `relay`.
+//!   `events`, `console`, and the forwarders `forward` (vnc, spice, display: one forwarder
+//!   parametrised by the console kind, plus the viewer) and `libvirt` on `relay`.
 //! - [`error`]: every failure with a message and a hint (TLS alerts, GSS-API statuses, SSH
 //!   host keys, logins and channel refusals in words).
 //!

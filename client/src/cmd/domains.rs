@@ -87,19 +87,12 @@ pub fn memory(mib: Option<u64>) -> String {
     }
 }
 
-/// `vnc,serial` or `-`.
+/// `vnc,spice,serial` or `-`.
 pub fn consoles(c: &[ConsoleKind]) -> String {
     if c.is_empty() {
         return dash();
     }
-    c.iter()
-        .map(|k| match k {
-            ConsoleKind::Vnc => "vnc",
-            ConsoleKind::Serial => "serial",
-            _ => "other",
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    c.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")
 }
 
 /// The `list` table: NAME STATE VCPUS MEMORY CONSOLES ROLE, columns aligned, two spaces
@@ -180,6 +173,13 @@ mod tests {
              vm1             running   1      64 MiB  vnc         admin\n\
              web-frontend-1  shut_off  16     4 GiB   vnc,serial  -\n"
         );
+    }
+
+    #[test]
+    fn consoles_use_the_wire_names() {
+        let all = [ConsoleKind::Vnc, ConsoleKind::Spice, ConsoleKind::Serial];
+        assert_eq!(consoles(&all), "vnc,spice,serial");
+        assert_eq!(consoles(&[]), "-");
     }
 
     #[test]

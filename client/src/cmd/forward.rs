@@ -1,78 +1,77 @@
-//! `virtgate vnc DOM`: a local TCP endpoint whose every connection is one tunnel stream on the
-//! session's single HTTP/2 connection (the listener and the splicing are [`super::relay`]).
+//! `virtgate vnc DOM`, `virtgate spice DOM` and `virtgate display DOM`: one forwarder,
+//! parametrised by the console kind, that opens a local TCP endpoint whose every connection
+//! is one tunnel stream on the session's single HTTP/2 connection (the listener and the
+//! splicing are [`super::relay`]). SPICE opens one connection per channel (main, display,
+//! inputs, cursor, ...), so a SPICE viewer makes several streams; VNC viewers make one.
+//! `display` picks SPICE when the domain has it, else VNC, and starts `remote-viewer`.
 //!
-//! Contract: the FIRST line on stdout is `vnc://HOST:PORT` (IPv6 as `vnc://[::1]:PORT`),
-//! printed only after the gateway confirmed the domain, and flushed at once; everything else
-//! goes to stderr. A tunnel that fails is reported on stderr and only its local connection is
-//! closed. Ctrl-C or SIGTERM ends everything with status 0; losing the gateway ends it with
-//! an error (status 1).
+//! Contract: the FIRST line on stdout is `vnc://HOST:PORT` or `spice://HOST:PORT` (IPv6 as
+//! `[::1]`), printed only after the gateway confirmed the domain has that console and the
+//! role allows it, and flushed at once; everything else goes to stderr. A tunnel that fails
+//! is reported on stderr and only its local connection is closed. Ctrl-C or SIGTERM ends
+//! everything with status 0, and so does the viewer exiting (unless it was a launcher that
+//! exits at once); losing the gateway ends it with status 1.
+//!
+//! The viewer and its end are [`super::viewer`].
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use clap::Args;
 use tokio::net::TcpListener;
 use virtgate_proto::{ApiPath, ConsoleKind, Domain, DomainState, TunnelKind};
 
 use super::print;
 use super::relay::{self, Local, Stop};
+use super::viewer::{self, Defaults, Viewer};
+use crate::cli::parse_listen;
 use crate::error::Error;
 use crate::session::Session;
 
-/// A viewer that exits this soon with success was only a launcher (xdg-open): keep serving.
-const LAUNCHER_GRACE: Duration = Duration::from_secs(3);
-
-/// Which VNC viewer to start once the endpoint is up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Viewer {
-    /// `--no-viewer`: only print the URL.
-    None,
-    /// `--viewer CMD`: `{}` replaced by the URL, or the URL appended.
-    Command(String),
-    /// Neither flag: `vncviewer` or `xdg-open` when installed.
+/// `virtgate display --protocol`: which graphical console to forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// SPICE when the domain has it, else VNC.
     Auto,
+    /// SPICE only.
+    Spice,
+    /// VNC only.
+    Vnc,
 }
 
-/// `vnc://HOST:PORT` for a bound address.
-pub fn vnc_url(addr: SocketAddr) -> String {
+/// `HOST:PORT` with IPv6 in brackets.
+fn host_port(addr: SocketAddr) -> String {
     match addr {
-        SocketAddr::V4(a) => format!("vnc://{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("vnc://[{}]:{}", a.ip(), a.port()),
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     }
 }
 
-/// The shell command line to start a viewer, if any.
-pub fn viewer_command(
-    viewer: &Viewer,
-    addr: SocketAddr,
-    have: impl Fn(&str) -> bool,
-) -> Option<String> {
-    let url = vnc_url(addr);
-    match viewer {
-        Viewer::None => None,
-        Viewer::Command(cmd) if cmd.contains("{}") => Some(cmd.replace("{}", &url)),
-        Viewer::Command(cmd) => Some(format!("{cmd} {url}")),
-        Viewer::Auto if have("vncviewer") => {
-            // TigerVNC/TightVNC/RealVNC all take HOST::PORT
-            let host = match addr {
-                SocketAddr::V4(a) => a.ip().to_string(),
-                SocketAddr::V6(a) => format!("[{}]", a.ip()),
-            };
-            Some(format!("vncviewer {host}::{}", addr.port()))
-        }
-        Viewer::Auto if have("xdg-open") => Some(format!("xdg-open {url}")),
-        Viewer::Auto => None,
+/// `vnc://HOST:PORT` or `spice://HOST:PORT` for a bound address.
+pub fn url(kind: ConsoleKind, addr: SocketAddr) -> String {
+    format!("{}://{}", kind.as_str(), host_port(addr))
+}
+
+/// `HOST::PORT`, the form classic VNC viewers (vncviewer, vncsnapshot) take; they read
+/// `HOST:N` and even `vnc://HOST:N` as display number N (port 5900 + N).
+pub fn classic_vnc(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}::{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]::{}", a.ip(), a.port()),
     }
 }
 
-/// Whether a program is on `$PATH`.
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+/// `VNC` or `SPICE`, for messages.
+fn label(kind: ConsoleKind) -> &'static str {
+    match kind {
+        ConsoleKind::Spice => "SPICE",
+        ConsoleKind::Serial => "serial",
+        _ => "VNC",
+    }
 }
 
-/// Refuse before printing a URL when the domain cannot give a VNC console to this user.
-pub fn check_vnc(d: &Domain) -> Result<(), Error> {
+/// Refuse a domain the gateway cannot reach at all.
+fn check_available(d: &Domain) -> Result<(), Error> {
     if d.state == DomainState::Unavailable {
         return Err(Error::Domain {
             message: format!(
@@ -86,16 +85,37 @@ pub fn check_vnc(d: &Domain) -> Result<(), Error> {
             hint: "the gateway cannot reach its hypervisor process; ask the gateway's admin".into(),
         });
     }
-    if !d.consoles.is_empty() && !d.consoles.contains(&ConsoleKind::Vnc) {
+    Ok(())
+}
+
+/// Refuse before printing a URL when the domain cannot give this user a `kind` console:
+/// unavailable, no such console, the viewer role, not running.
+pub fn check(d: &Domain, kind: ConsoleKind) -> Result<(), Error> {
+    check_available(d)?;
+    let name = label(kind);
+    if !d.consoles.contains(&kind) {
+        let other = [ConsoleKind::Spice, ConsoleKind::Vnc]
+            .into_iter()
+            .find(|k| *k != kind && d.consoles.contains(k));
+        let hint = match other {
+            Some(k) => format!(
+                "it has a {} console: `virtgate {} {}` (or `virtgate display {}`)",
+                label(k),
+                k.as_str(),
+                d.name,
+                d.name
+            ),
+            None => format!("`virtgate info {}` lists the consoles it has", d.name),
+        };
         return Err(Error::Domain {
-            message: format!("domain `{}` has no VNC console", d.name),
-            hint: format!("`virtgate info {}` lists the consoles it has", d.name),
+            message: format!("domain `{}` has no {name} console", d.name),
+            hint,
         });
     }
     if d.role.as_deref() == Some("viewer") {
         return Err(Error::Domain {
             message: format!(
-                "your role on `{}` is viewer, which may not use its VNC console",
+                "your role on `{}` is viewer, which may not use its {name} console",
                 d.name
             ),
             hint: "ask the gateway's admin for the operator role on this domain".into(),
@@ -104,7 +124,7 @@ pub fn check_vnc(d: &Domain) -> Result<(), Error> {
     if matches!(d.state, DomainState::ShutOff | DomainState::Crashed) {
         return Err(Error::Domain {
             message: format!(
-                "domain `{}` is not running ({}): it has no VNC console now",
+                "domain `{}` is not running ({}): it has no {name} console now",
                 d.name, d.state
             ),
             hint: format!("start it with `virtgate start {}`", d.name),
@@ -113,15 +133,49 @@ pub fn check_vnc(d: &Domain) -> Result<(), Error> {
     Ok(())
 }
 
+/// The console `virtgate display --protocol` forwards for this domain, checked as by
+/// [`check`]: `auto` is SPICE when the domain has it, else VNC.
+pub fn choose(d: &Domain, protocol: Protocol) -> Result<ConsoleKind, Error> {
+    check_available(d)?;
+    let kind = match protocol {
+        Protocol::Spice => ConsoleKind::Spice,
+        Protocol::Vnc => ConsoleKind::Vnc,
+        Protocol::Auto if d.consoles.contains(&ConsoleKind::Spice) => ConsoleKind::Spice,
+        Protocol::Auto if d.consoles.contains(&ConsoleKind::Vnc) => ConsoleKind::Vnc,
+        Protocol::Auto => {
+            return Err(Error::Domain {
+                message: format!("domain `{}` has no graphical console", d.name),
+                hint: format!(
+                    "it has neither VNC nor SPICE (`virtgate info {}` lists its consoles); \
+                     the gateway's admin can give it a display",
+                    d.name
+                ),
+            })
+        }
+    };
+    check(d, kind)?;
+    Ok(kind)
+}
+
+/// What to forward and which viewers to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// The console asked for (`display` resolves `auto` against the domain).
+    pub protocol: Protocol,
+    /// The viewers tried when none is named.
+    pub defaults: Defaults,
+}
+
 /// Run the forwarder until Ctrl-C, SIGTERM, the viewer closing, or the gateway going away.
-pub async fn vnc(
+pub async fn run(
     session: Session,
     name: &str,
+    forward: Forward,
     listen: SocketAddr,
     viewer: Viewer,
 ) -> Result<(), Error> {
     let domain: Domain = session.get_json(&ApiPath::Domain(name.to_owned())).await?;
-    check_vnc(&domain)?;
+    let kind = choose(&domain, forward.protocol)?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Listen {
@@ -132,19 +186,32 @@ pub async fn vnc(
         addr: listen.to_string(),
         source,
     })?;
-    let url = vnc_url(local);
+    let url = url(kind, local);
     print(&format!("{url}\n"))?;
     eprintln!(
-        "forwarding {url} to the VNC console of `{name}` on {}; Ctrl-C to stop",
+        "forwarding {url} to the {} console of `{name}` on {}; Ctrl-C to stop",
+        label(kind),
         session.server()
     );
+    if kind == ConsoleKind::Vnc {
+        eprintln!(
+            "classic VNC viewers take {}: `vncviewer {}` (they read HOST:N as display N)",
+            classic_vnc(local),
+            classic_vnc(local)
+        );
+    } else {
+        eprintln!("open it with `remote-viewer {url}` (virt-viewer); every SPICE channel is a stream on the one connection");
+    }
     let stop = Stop::install()?;
-    let mut viewer_child = start_viewer(&viewer, local);
+    let mut viewer_child = viewer::launch(&viewer, forward.defaults, kind, local);
     let tunnel = ApiPath::Tunnel {
         domain: Some(name.to_owned()),
-        kind: TunnelKind::Vnc,
+        kind: match kind {
+            ConsoleKind::Spice => TunnelKind::Spice,
+            _ => TunnelKind::Vnc,
+        },
     };
-    let watch = watch_viewer(&mut viewer_child, Instant::now(), &url);
+    let watch = viewer::watch(&mut viewer_child, Instant::now(), &url);
     let result = relay::serve(&session, Local::Tcp(listener), tunnel, stop, watch).await;
     if let Some(mut c) = viewer_child {
         let _ = c.start_kill();
@@ -152,53 +219,29 @@ pub async fn vnc(
     result
 }
 
-/// Resolves when the viewer has exited for good; a launcher that quickly exits with
-/// success (xdg-open) leaves the endpoint open, so does a viewer that quickly fails.
-async fn watch_viewer(
-    child: &mut Option<tokio::process::Child>,
-    started: Instant,
-    url: &str,
-) -> Result<(), Error> {
-    loop {
-        let status = wait_child(child).await;
-        *child = None;
-        let quick = started.elapsed() < LAUNCHER_GRACE;
-        match status {
-            Ok(s) if s.success() && quick => {}
-            Ok(s) if quick => eprintln!("warning: the viewer exited with {s}; {url} stays open"),
-            _ => {
-                eprintln!("the viewer exited; stopping");
-                return Ok(());
-            }
-        }
-    }
+/// The local end of `vnc`, `spice` and `display`: where to listen, which viewer to start.
+#[derive(Debug, Clone, Args)]
+pub struct Endpoint {
+    /// Local address to listen on (IP[:PORT]; port 0 picks a free one)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// Run this viewer; `{}` is replaced by the vnc:// or spice:// URL (appended when
+    /// absent). Default: $VIRTGATE_VIEWER, else an installed viewer (remote-viewer, ...)
+    #[arg(long, value_name = "CMD", conflicts_with = "no_viewer")]
+    pub viewer: Option<String>,
+    /// Do not start a viewer, only print the URL
+    #[arg(long)]
+    pub no_viewer: bool,
 }
 
-/// Start the viewer, if one is wanted and available; failures are warnings.
-fn start_viewer(viewer: &Viewer, addr: SocketAddr) -> Option<tokio::process::Child> {
-    let cmd = viewer_command(viewer, addr, on_path)?;
-    tracing::debug!(%cmd, "starting viewer");
-    match tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(&cmd)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(false)
-        .spawn()
-    {
-        Ok(child) => Some(child),
-        Err(e) => {
-            eprintln!("warning: cannot start the viewer `{cmd}`: {e}");
-            None
+impl Endpoint {
+    /// The viewer the flags ask for.
+    pub fn viewer(&self) -> Viewer {
+        match (&self.viewer, self.no_viewer) {
+            (_, true) => Viewer::None,
+            (Some(cmd), false) => Viewer::Command(cmd.clone()),
+            (None, false) => Viewer::Auto,
         }
-    }
-}
-
-async fn wait_child(
-    child: &mut Option<tokio::process::Child>,
-) -> std::io::Result<std::process::ExitStatus> {
-    match child {
-        Some(c) => c.wait().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -206,63 +249,135 @@ async fn wait_child(
 mod tests {
     use super::*;
 
-    #[test]
-    fn urls_bracket_ipv6() {
-        assert_eq!(
-            vnc_url("127.0.0.1:5901".parse().unwrap()),
-            "vnc://127.0.0.1:5901"
-        );
-        assert_eq!(vnc_url("[::1]:40000".parse().unwrap()), "vnc://[::1]:40000");
-    }
-
-    #[test]
-    fn viewer_commands() {
-        let a: SocketAddr = "[::1]:5".parse().unwrap();
-        assert_eq!(viewer_command(&Viewer::None, a, |_| true), None);
-        assert_eq!(
-            viewer_command(&Viewer::Command("v --url={} -x".into()), a, |_| false).as_deref(),
-            Some("v --url=vnc://[::1]:5 -x")
-        );
-        assert_eq!(
-            viewer_command(&Viewer::Command("v".into()), a, |_| false).as_deref(),
-            Some("v vnc://[::1]:5")
-        );
-        assert_eq!(
-            viewer_command(&Viewer::Auto, a, |p| p == "vncviewer").as_deref(),
-            Some("vncviewer [::1]::5")
-        );
-        assert_eq!(
-            viewer_command(&Viewer::Auto, a, |p| p == "xdg-open").as_deref(),
-            Some("xdg-open vnc://[::1]:5")
-        );
-        assert_eq!(viewer_command(&Viewer::Auto, a, |_| false), None);
-    }
-
-    #[test]
-    fn vnc_is_refused_before_any_url_when_it_cannot_work() {
-        let mut d = Domain {
+    fn domain(consoles: &[ConsoleKind]) -> Domain {
+        Domain {
             name: "vm1".into(),
             uuid: None,
             state: DomainState::Running,
             state_reason: None,
             vcpus: None,
             memory_mib: None,
-            consoles: vec![ConsoleKind::Vnc],
+            consoles: consoles.to_vec(),
             role: Some("operator".into()),
+        }
+    }
+
+    #[test]
+    fn urls_bracket_ipv6() {
+        let v4: SocketAddr = "127.0.0.1:5901".parse().unwrap();
+        let v6: SocketAddr = "[::1]:40000".parse().unwrap();
+        assert_eq!(url(ConsoleKind::Vnc, v4), "vnc://127.0.0.1:5901");
+        assert_eq!(url(ConsoleKind::Vnc, v6), "vnc://[::1]:40000");
+        assert_eq!(url(ConsoleKind::Spice, v4), "spice://127.0.0.1:5901");
+        assert_eq!(url(ConsoleKind::Spice, v6), "spice://[::1]:40000");
+        assert_eq!(classic_vnc(v4), "127.0.0.1::5901");
+        assert_eq!(classic_vnc(v6), "[::1]::40000");
+    }
+
+    #[test]
+    fn graphical_console_commands_parse() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let parse = |args: &str| Cli::try_parse_from(args.split(' ')).map(|c| c.command);
+        let Ok(Command::Spice { domain, endpoint }) =
+            parse("virtgate spice web1 --listen [::1]:0 --no-viewer")
+        else {
+            panic!("spice")
         };
-        assert!(check_vnc(&d).is_ok());
+        assert_eq!(domain, "web1");
+        assert_eq!(endpoint.listen, "[::1]:0".parse().unwrap());
+        assert_eq!(endpoint.viewer(), Viewer::None);
+        let Ok(Command::Display {
+            protocol, endpoint, ..
+        }) = parse("virtgate display web1")
+        else {
+            panic!("display")
+        };
+        assert_eq!(
+            (protocol, endpoint.viewer()),
+            (Protocol::Auto, Viewer::Auto)
+        );
+        assert_eq!(endpoint.listen, "127.0.0.1:0".parse().unwrap());
+        let Ok(Command::Display {
+            protocol, endpoint, ..
+        }) = parse("virtgate display web1 --protocol vnc --viewer v")
+        else {
+            panic!("display --protocol vnc")
+        };
+        assert_eq!(
+            (protocol, endpoint.viewer()),
+            (Protocol::Vnc, Viewer::Command("v".into()))
+        );
+        for bad in [
+            "virtgate display web1 --protocol rdp",
+            "virtgate spice web1 --viewer x --no-viewer",
+            "virtgate display",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_prefers_spice_then_vnc() {
+        use ConsoleKind::{Serial, Spice, Vnc};
+        let both = domain(&[Vnc, Spice, Serial]);
+        assert_eq!(choose(&both, Protocol::Auto).unwrap(), Spice);
+        assert_eq!(choose(&both, Protocol::Vnc).unwrap(), Vnc);
+        assert_eq!(choose(&both, Protocol::Spice).unwrap(), Spice);
+        let vnc = domain(&[Vnc, Serial]);
+        assert_eq!(choose(&vnc, Protocol::Auto).unwrap(), Vnc);
+        let e = choose(&vnc, Protocol::Spice).unwrap_err();
+        assert_eq!(e.to_string(), "domain `vm1` has no SPICE console");
+        assert!(
+            e.hint().unwrap().contains("virtgate vnc vm1"),
+            "{:?}",
+            e.hint()
+        );
+        let e = choose(&domain(&[Serial]), Protocol::Auto).unwrap_err();
+        assert_eq!(e.to_string(), "domain `vm1` has no graphical console");
+        assert!(e.hint().unwrap().contains("virtgate info vm1"));
+    }
+
+    #[test]
+    fn refused_before_any_url_when_it_cannot_work() {
+        use ConsoleKind::{Serial, Spice, Vnc};
+        let mut d = domain(&[Vnc]);
+        assert!(check(&d, Vnc).is_ok());
+        let e = check(&d, Spice).unwrap_err();
+        assert!(e.to_string().contains("no SPICE console"), "{e}");
+        d.consoles = vec![Spice];
+        assert!(check(&d, Spice).is_ok());
+        assert!(check(&d, Vnc)
+            .unwrap_err()
+            .hint()
+            .unwrap()
+            .contains("virtgate spice vm1"));
         d.role = Some("viewer".into());
-        assert!(check_vnc(&d).unwrap_err().to_string().contains("viewer"));
+        let e = check(&d, Spice).unwrap_err();
+        assert!(
+            e.to_string().contains("viewer") && e.to_string().contains("SPICE"),
+            "{e}"
+        );
+        assert!(choose(&d, Protocol::Auto).is_err());
         d.role = None;
-        d.consoles = vec![ConsoleKind::Serial];
-        assert!(check_vnc(&d)
+        d.state = DomainState::ShutOff;
+        let e = check(&d, Spice).unwrap_err();
+        assert!(e.hint().unwrap().contains("virtgate start vm1"), "{e}");
+        d.consoles = vec![Serial];
+        d.state = DomainState::Running;
+        assert!(check(&d, Vnc)
             .unwrap_err()
             .to_string()
             .contains("no VNC console"));
         d.state = DomainState::Unavailable;
         d.state_reason = Some("QMP socket gone".into());
         assert_eq!(
-            check_vnc(&d).unwrap_err().to_string(),
+            check(&d, Vnc).unwrap_err().to_string(),
+            "domain `vm1` is unavailable: QMP socket gone"
+        );
+        // unavailable comes first, even when it lists no graphical console
+        assert_eq!(
+            choose(&d, Protocol::Auto).unwrap_err().to_string(),
             "domain `vm1` is unavailable: QMP socket gone"
         );
     }

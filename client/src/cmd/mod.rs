@@ -9,6 +9,7 @@ pub mod libvirt;
 pub mod lifecycle;
 pub mod relay;
 pub mod screenshot;
+pub mod viewer;
 
 use std::io::Write;
 
@@ -26,18 +27,30 @@ pub async fn run(command: Command, session: Session, profile: Option<&str>) -> R
         Command::Whoami { json } => domains::whoami(&session, json).await,
         Command::List { json } => domains::list(&session, json).await,
         Command::Info { domain, json } => domains::info(&session, &domain, json).await,
-        Command::Vnc {
-            domain,
-            listen,
-            viewer,
-            no_viewer,
-        } => {
-            let viewer = match (viewer, no_viewer) {
-                (_, true) => forward::Viewer::None,
-                (Some(cmd), false) => forward::Viewer::Command(cmd),
-                (None, false) => forward::Viewer::Auto,
+        Command::Vnc { domain, endpoint } => {
+            let how = forward::Forward {
+                protocol: forward::Protocol::Vnc,
+                defaults: viewer::Defaults::Vnc,
             };
-            forward::vnc(session, &domain, listen, viewer).await
+            forward::run(session, &domain, how, endpoint.listen, endpoint.viewer()).await
+        }
+        Command::Spice { domain, endpoint } => {
+            let how = forward::Forward {
+                protocol: forward::Protocol::Spice,
+                defaults: viewer::Defaults::RemoteViewer,
+            };
+            forward::run(session, &domain, how, endpoint.listen, endpoint.viewer()).await
+        }
+        Command::Display {
+            domain,
+            protocol,
+            endpoint,
+        } => {
+            let how = forward::Forward {
+                protocol,
+                defaults: viewer::Defaults::RemoteViewer,
+            };
+            forward::run(session, &domain, how, endpoint.listen, endpoint.viewer()).await
         }
         Command::Start { domain, json } => {
             lifecycle::run(&session, &domain, Action::Start, &shutdown, json).await
