@@ -15,6 +15,8 @@ use virtgate_tests::{
     Gateway, GatewayBuilder, Graphics, Libvirtd, LineReader, Pki,
 };
 
+mod viewers;
+
 /// The libvirt driver script (python3-libvirt).
 const DRIVE: &str = include_str!("drive.py");
 
