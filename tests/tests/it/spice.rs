@@ -3,7 +3,9 @@
 //! `spice`; every local connection (each SPICE channel) is its own tunnel stream and gets
 //! QEMU's SPICE link answer (`REDQ`); the viewer role and a VNC-only domain are refused
 //! before any URL; `display` ends when its viewer exits; and the real thing, `remote-viewer`
-//! under Xvfb, shows the test guest's magenta screen through `virtgate display`.
+//! under Xvfb, shows the test guest's magenta screen through `virtgate display`. The
+//! libvirt backend too: SPICE on a unix socket and on an autoport TCP port of a real
+//! libvirtd's domains, and a domain without graphics refused by `display`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,8 +15,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use virtgate_tests::{
-    guest_kernel, guest_screen_fraction, metric, poll, ChildGuard, ClientCert, ClientUser, Gateway,
-    GatewayBuilder, GuestOptions, LineReader, Pki, Qemu, QemuBuilder, Xvfb,
+    guest_kernel, guest_screen_fraction, metric, poll, ChildGuard, ClientCert, ClientUser,
+    DomainSpec, Gateway, GatewayBuilder, Graphics, GuestOptions, Libvirtd, LineReader, Pki, Qemu,
+    QemuBuilder, Xvfb,
 };
 
 /// A gateway with `web1` (VNC, SPICE, serial; the test guest with its magenta screen) and
@@ -340,4 +343,53 @@ fn remote_viewer_under_xvfb_shows_the_guest_through_display() {
     let share = guest_screen_fraction(&png);
     assert!(share > 0.1, "{share}");
     fwd.child.signal("INT");
+}
+
+#[test]
+fn libvirt_domains_offer_spice_on_a_socket_and_on_tcp() {
+    let dir = virtgate_tests::tempdir();
+    let pki = Pki::new(dir.path(), "ca");
+    let lv = Libvirtd::start(&dir.path().join("lv"));
+    let sock = lv.define_and_start(&DomainSpec::new("ss").graphics(Graphics::SpiceSocket));
+    let tcp = lv.define_and_start(&DomainSpec::new("st").graphics(Graphics::SpiceTcp));
+    let none = lv.define_and_start(&DomainSpec::new("sn").graphics(Graphics::None));
+    let gateway = GatewayBuilder::new(&pki)
+        .libvirt(&lv.uri, &lv.socket, &lv.socket_ro)
+        .rule(&["alice"], &["*"], "operator")
+        .start(&dir.path().join("gw"));
+    let cert = pki.client("alice", None);
+    let alice = ClientUser::new(&dir.path().join("alice"), &gateway.url(0), &cert);
+
+    let list: Value = serde_json::from_str(&alice.ok(&["list", "--json"])).unwrap();
+    let consoles = |name: &str| -> Value {
+        list["domains"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["name"] == name))
+            .map(|d| d["consoles"].clone())
+            .unwrap_or_else(|| panic!("{name} not listed: {list}"))
+    };
+    assert_eq!(consoles(&sock.name), serde_json::json!(["spice", "serial"]));
+    assert_eq!(consoles(&tcp.name), serde_json::json!(["spice", "serial"]));
+    assert_eq!(consoles(&none.name), serde_json::json!(["serial"]));
+
+    for d in [&sock, &tcp] {
+        let mut c = alice.cmd();
+        c.args(["spice", &d.name, "--no-viewer"]);
+        let fwd = Fwd::start(c, "spice");
+        let addr = fwd.addr();
+        let channels: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || spice_hello(addr)))
+            .collect();
+        for ch in channels {
+            assert_eq!(&ch.join().expect("channel")[..4], b"REDQ", "{}", d.name);
+        }
+    }
+    let e = alice.fails(&["display", &none.name, "--no-viewer"]);
+    assert!(
+        e.contains(&format!("domain `{}` has no graphical console", none.name)),
+        "{e}"
+    );
+    assert!(e.contains("hint: "), "{e}");
+    let e = alice.fails(&["spice", &none.name, "--no-viewer"]);
+    assert!(e.contains("has no SPICE console"), "{e}");
 }
