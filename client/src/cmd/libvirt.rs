@@ -4,7 +4,7 @@
 //! is [`super::relay`]). libvirt's RPC passes through unchanged except for the file
 //! descriptors of graphical consoles, which become streams of their own ([`fds`]).
 //!
-//! Contract: the FIRST line on stdout is `qemu+unix:///system?socket=PATH`, printed (and
+//! Contract: the FIRST line on stdout is `qemu:///system?socket=PATH`, printed (and
 //! flushed) only after one tunnel was opened and closed again, so a user without the role
 //! gets `error:` / `hint:` and status 1 instead of a URI that fails later. How to use it
 //! (virsh, virt-manager) goes to stderr. Ctrl-C, SIGTERM or SIGHUP remove the socket and end
@@ -79,9 +79,13 @@ pub fn default_socket(
     }
 }
 
-/// The libvirt URI of a local socket.
+/// The libvirt URI of a local socket. Not `qemu+unix://`: virt-manager treats any URI with
+/// a transport (`+unix` included) and no host as a remote host whose displays listen
+/// "only locally", and refuses to open the console; with no transport it asks libvirt for
+/// the display's descriptor (`virDomainOpenGraphicsFD`), which virtgate carries. libvirt's
+/// client library sends `qemu:///system?socket=PATH` to that socket alike.
 pub fn uri(socket: &Path) -> String {
-    format!("qemu+unix:///system?socket={}", socket.display())
+    format!("qemu:///system?socket={}", socket.display())
 }
 
 /// `virtgate libvirt`
@@ -250,7 +254,7 @@ mod tests {
     fn uri_names_the_socket() {
         assert_eq!(
             uri(Path::new("/run/user/1000/virtgate/libvirt-hv1.sock")),
-            "qemu+unix:///system?socket=/run/user/1000/virtgate/libvirt-hv1.sock"
+            "qemu:///system?socket=/run/user/1000/virtgate/libvirt-hv1.sock"
         );
     }
 

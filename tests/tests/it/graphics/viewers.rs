@@ -30,11 +30,39 @@ fn error_windows(x: &Xvfb) -> Vec<String> {
         .collect()
 }
 
-/// Wait until the screen shows the guest; keep the picture when asked to.
+/// Wait until the screen shows the guest; keep the picture when asked to. On failure the
+/// clients' logs are printed and the fixture's folder is copied to /tmp/virtgate-failed-*.
 fn wait_for_guest(x: &Xvfb, what: &str, keep_as: &str) {
-    let png = x.wait_for_screen(what, DRAW_DEADLINE, |png| {
-        guest_screen_fraction(png) >= SHOWN
-    });
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        x.wait_for_screen(what, DRAW_DEADLINE, |png| {
+            guest_screen_fraction(png) >= SHOWN
+        })
+    }));
+    let png = match waited {
+        Ok(png) => png,
+        Err(panic) => {
+            let keep =
+                std::path::PathBuf::from(format!("/tmp/virtgate-failed-{}", std::process::id()));
+            let _ = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(x.dir())
+                .arg(&keep)
+                .status();
+            for entry in std::fs::read_dir(x.dir()).into_iter().flatten().flatten() {
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "log") {
+                    let log = std::fs::read_to_string(&p).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    eprintln!("--- {} (last lines) ---", p.display());
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+            eprintln!("fixture folder kept in {}", keep.display());
+            std::panic::resume_unwind(panic);
+        }
+    };
     let errors = error_windows(x);
     assert!(errors.is_empty(), "{what}: error windows {errors:?}");
     if let Some(dir) = std::env::var_os("VIRTGATE_SCREENSHOTS") {
