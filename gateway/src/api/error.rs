@@ -203,10 +203,12 @@ pub fn backend(e: &BackendError) -> ApiError {
     let hint = e.hint().unwrap_or_default();
     match e {
         BackendError::NotFound(name) => domain_not_found(name),
-        BackendError::NoConsole { .. } => Problem::new(404, "console-not-found", "no such console")
-            .detail(e.to_string())
-            .hint(hint)
-            .into(),
+        BackendError::NoConsole { .. } | BackendError::ConsoleNotOffered { .. } => {
+            Problem::new(404, "console-not-found", "no such console")
+                .detail(e.to_string())
+                .hint(hint)
+                .into()
+        }
         BackendError::Console { domain, kind, .. } => {
             Problem::new(503, "backend-unavailable", "console unavailable")
                 // The socket path is the admin's business; the log has it.

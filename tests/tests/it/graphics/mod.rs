@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use virtgate_tests::fixture::h2::H2;
 use virtgate_tests::{
     metric, poll, run, system_bin, text, ChildGuard, ClientCert, ClientUser, Domain, DomainSpec,
     Gateway, GatewayBuilder, Graphics, Libvirtd, LineReader, Pki,
@@ -37,6 +38,7 @@ pub struct GWorld {
     pub audit: PathBuf,
     pub adam_cert: ClientCert,
     pub adam: ClientUser,
+    pub vic_cert: ClientCert,
     pub vic: ClientUser,
     /// Dropped last: the processes above stop before their files go.
     pub dir: tempfile::TempDir,
@@ -73,6 +75,7 @@ impl GWorld {
             audit,
             adam_cert,
             adam,
+            vic_cert,
             vic,
             dir,
         }
@@ -232,8 +235,35 @@ fn refusals_are_libvirt_errors_and_the_connection_survives() {
     assert_eq!(r["alive"], true, "{r}");
     assert!(r["domains"].to_string().contains(&w.vnc.name), "{r}");
 
-    // a viewer cannot claim descriptors of the read-write kind either: the gateway
-    // refuses the stream (no rw tunnel is allowed, so there is nothing to claim)
+    // the API under it: a console the domain does not offer is a 404 whose hint is about
+    // the domain's definition; a descriptor stream needs the libvirt tunnel's role and a
+    // descriptor waiting on the same connection
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let addr = w.gateway.addrs[0];
+        let mut adam = H2::connect(addr, &w.adam_cert, &w.pki.ca_pem).await;
+        let (status, body) = adam
+            .refused_tunnel(&format!("/v1/domains/{}/vnc", w.headless.name))
+            .await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("<graphics"), "{body}");
+        let (status, body) = adam.refused_tunnel("/v1/libvirt/fds/4242").await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("descriptor 4242 is not waiting"), "{body}");
+        let mut vic = H2::connect(addr, &w.vic_cert, &w.pki.ca_pem).await;
+        let (status, body) = vic.refused_tunnel("/v1/libvirt/fds/1").await;
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = vic.refused_tunnel("/v1/libvirt/fds").await;
+        assert_eq!(status, 403, "{body}");
+    });
+    let denied = std::fs::read_to_string(&w.audit)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"user\":\"vic\"") && l.contains("\"decision\":\"deny\""))
+        .count();
+    assert!(denied >= 2, "vic's refusals are audited");
+
+    // a viewer cannot open a read-write libvirt tunnel at all
     let out = w
         .vic
         .run(&["libvirt", "--socket", dir.join("no.sock").to_str().unwrap()]);
