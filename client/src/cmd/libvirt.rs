@@ -126,14 +126,24 @@ pub async fn run(
     let _remove = RemoveOnDrop(path.clone());
     let uri = uri(&path);
     print(&format!("{uri}\n"))?;
-    let (r, what) = if read_only {
-        (" -r", "libvirtd's read-only socket")
+    let (r, what, consoles) = if read_only {
+        (
+            " -r",
+            "libvirtd's read-only socket",
+            "(read-only: no graphical consoles; libvirt refuses them)".to_owned(),
+        )
     } else {
-        ("", "libvirtd")
+        (
+            "",
+            "libvirtd",
+            format!(
+                "virt-viewer --attach -c '{uri}' DOMAIN   (consoles travel through virtgate too)"
+            ),
+        )
     };
     eprintln!(
         "forwarding {} to {what} on {}; Ctrl-C to stop\n\
-         use it with:\n  virsh{r} -c '{uri}' list --all\n  virt-manager -c '{uri}'",
+         use it with:\n  virsh{r} -c '{uri}' list --all\n  virt-manager -c '{uri}'\n  {consoles}",
         path.display(),
         session.server()
     );
