@@ -102,6 +102,18 @@ impl Header {
         b
     }
 
+    /// A whole message: this header (its length set to fit) followed by `payload`.
+    pub fn frame(&self, payload: &[u8]) -> Vec<u8> {
+        let header = Header {
+            len: (HEADER_BYTES + payload.len()) as u32,
+            ..*self
+        };
+        let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+        out.extend_from_slice(&header.encode());
+        out.extend_from_slice(payload);
+        out
+    }
+
     /// Whether descriptors follow the message.
     pub fn has_fds(&self) -> bool {
         self.kind == CALL_WITH_FDS || self.kind == REPLY_WITH_FDS
@@ -387,18 +399,16 @@ mod tests {
     use super::*;
 
     fn msg(kind: i32, proc: i32, payload: &[u8]) -> Vec<u8> {
-        let h = Header {
-            len: (HEADER_BYTES + payload.len()) as u32,
+        Header {
+            len: 0,
             prog: REMOTE_PROGRAM,
             vers: 1,
             proc,
             kind,
             serial: 7,
             status: 0,
-        };
-        let mut v = h.encode().to_vec();
-        v.extend_from_slice(payload);
-        v
+        }
+        .frame(payload)
     }
 
     fn xdr_string(s: &str) -> Vec<u8> {

@@ -153,23 +153,7 @@ where
         }
         carried += n as u64;
         let mut input = &buf[..n];
-        while let Some(event) = framer.next(&mut input)? {
-            let whole = match event {
-                Event::Bytes(b) => {
-                    out.extend_from_slice(b);
-                    continue;
-                }
-                Event::Header(_, raw) => {
-                    out.extend_from_slice(&raw);
-                    continue;
-                }
-                Event::Whole(w) => w,
-            };
-            if !whole.header.has_fds() {
-                handler.observe(&whole);
-                out.extend_from_slice(&whole.bytes);
-                continue;
-            }
+        while let Some(whole) = pass_plain(&mut framer, &mut input, &mut out, handler)? {
             // descriptors: what came before goes first, then the (slow) export
             flush(&mut tunnel, &mut out).await?;
             let take = whole.slots.len().min(fds.len());
@@ -230,23 +214,7 @@ where
         }
         carried += n as u64;
         let mut input = &buf[..n];
-        while let Some(event) = framer.next(&mut input)? {
-            let whole = match event {
-                Event::Bytes(b) => {
-                    out.extend_from_slice(b);
-                    continue;
-                }
-                Event::Header(_, raw) => {
-                    out.extend_from_slice(&raw);
-                    continue;
-                }
-                Event::Whole(w) => w,
-            };
-            if !whole.header.has_fds() {
-                handler.observe(&whole);
-                out.extend_from_slice(&whole.bytes);
-                continue;
-            }
+        while let Some(whole) = pass_plain(&mut framer, &mut input, &mut out, handler)? {
             send_all(socket, &out).await?;
             out.clear();
             let ids = whole
@@ -271,6 +239,29 @@ where
         send_all(socket, &out).await?;
         out.clear();
     }
+}
+
+/// Feed `input` to `framer`, collecting what passes unchanged in `out` (messages read
+/// whole but without descriptors are shown to the handler first); stop at the next
+/// message with descriptors, or when `input` is used up (`None`).
+fn pass_plain<H: Descriptors>(
+    framer: &mut Framer,
+    input: &mut &[u8],
+    out: &mut Vec<u8>,
+    handler: &H,
+) -> Result<Option<Whole>, FrameError> {
+    while let Some(event) = framer.next(input)? {
+        match event {
+            Event::Bytes(b) => out.extend_from_slice(b),
+            Event::Header(_, raw) => out.extend_from_slice(&raw),
+            Event::Whole(w) if w.header.has_fds() => return Ok(Some(w)),
+            Event::Whole(w) => {
+                handler.observe(&w);
+                out.extend_from_slice(&w.bytes);
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Write and clear what was collected.

@@ -8,7 +8,7 @@
 //! `message` (optional string), `level`, `dom` (optional domain), `str1`..`str3` (optional
 //! strings), `int1`, `int2`, `net` (optional network).
 
-use crate::frame::{Header, HEADER_BYTES, REPLY, STATUS_ERROR};
+use crate::frame::{Header, REPLY, STATUS_ERROR};
 
 /// `VIR_ERR_NO_SUPPORT`: no support for this function (virt-viewer then falls back from
 /// `virDomainOpenGraphicsFD` to `virDomainOpenGraphics`).
@@ -61,15 +61,12 @@ pub fn error_reply(call: &Header, refusal: &Refusal) -> Vec<u8> {
     int(&mut payload, 0); // int1
     int(&mut payload, 0); // int2
     int(&mut payload, 0); // net: absent
-    let header = Header {
-        len: (HEADER_BYTES + payload.len()) as u32,
+    Header {
         kind: REPLY,
         status: STATUS_ERROR,
         ..*call
-    };
-    let mut out = header.encode().to_vec();
-    out.extend_from_slice(&payload);
-    out
+    }
+    .frame(&payload)
 }
 
 /// Append an XDR string (length, bytes, zero padding to 4). libvirt caps strings at
@@ -84,7 +81,7 @@ fn xdr_string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{read_u32, CALL_WITH_FDS, REMOTE_PROGRAM};
+    use crate::frame::{read_u32, CALL_WITH_FDS, HEADER_BYTES, REMOTE_PROGRAM};
 
     #[test]
     fn error_reply_answers_the_call() {

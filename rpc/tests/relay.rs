@@ -46,18 +46,16 @@ impl Descriptors for Table {
 }
 
 fn message(kind: i32, proc: i32, serial: u32, payload: &[u8]) -> Vec<u8> {
-    let h = Header {
-        len: (HEADER_BYTES + payload.len()) as u32,
+    Header {
+        len: 0,
         prog: REMOTE_PROGRAM,
         vers: 1,
         proc,
         kind,
         serial,
         status: 0,
-    };
-    let mut v = h.encode().to_vec();
-    v.extend_from_slice(payload);
-    v
+    }
+    .frame(payload)
 }
 
 /// Read one message (and the descriptors of its slots) from a raw socket.

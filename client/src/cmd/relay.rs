@@ -9,10 +9,13 @@
 
 use std::future::Future;
 
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
+use virtgate_proto::tuning::SPLICE_BUFFER;
 use virtgate_proto::{ApiPath, TunnelKind};
 
 use crate::error::{report, Error};
@@ -132,23 +135,39 @@ pub async fn carry<S>(session: Session, tunnel: ApiPath, mut local: S, peer: Str
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Some(mut stream) = open_for(&session, &tunnel, &peer, id).await {
+        splice(&mut local, &mut stream, "stream", id).await;
+    }
+}
+
+/// Open `tunnel` for local connection `id` from `peer`; a failure is reported on stderr
+/// (`None`: only that local connection closes).
+pub async fn open_for(
+    session: &Session,
+    tunnel: &ApiPath,
+    peer: &str,
+    id: u64,
+) -> Option<TokioIo<Upgraded>> {
     tracing::debug!(id, %peer, "local connection; opening tunnel");
-    let mut stream = match session.open_tunnel(&tunnel).await {
-        Ok(s) => s,
+    match session.open_tunnel(tunnel).await {
+        Ok(s) => Some(s),
         Err(e) => {
             eprintln!("connection {id} from {peer}:\n{}", report(&e));
-            return;
+            None
         }
-    };
-    match tokio::io::copy_bidirectional_with_sizes(
-        &mut local,
-        &mut stream,
-        virtgate_proto::tuning::SPLICE_BUFFER,
-        virtgate_proto::tuning::SPLICE_BUFFER,
-    )
-    .await
-    {
-        Ok((up, down)) => tracing::debug!(id, %peer, up, down, "stream closed"),
-        Err(e) => tracing::debug!(id, %peer, error = %e, "stream ended with an error"),
+    }
+}
+
+/// Copy both ways until both sides have closed (half-closes pass through); the end is
+/// logged as `what` number `id`.
+pub async fn splice<A, B>(a: &mut A, b: &mut B, what: &str, id: u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (buf_a, buf_b) = (SPLICE_BUFFER, SPLICE_BUFFER);
+    match tokio::io::copy_bidirectional_with_sizes(a, b, buf_a, buf_b).await {
+        Ok((up, down)) => tracing::debug!(id, up, down, "{what} closed"),
+        Err(e) => tracing::debug!(id, error = %e, "{what} ended with an error"),
     }
 }

@@ -70,15 +70,32 @@ pub struct Claimed {
 }
 
 /// One connection's waiting descriptors.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Table {
     /// By id.
     entries: Mutex<HashMap<u64, Entry>>,
     /// The last id given (ids start at 1 and are never reused on a connection).
     last: Mutex<u64>,
+    /// How long a descriptor waits ([`EXPIRY`]; shorter in tests).
+    expiry: Duration,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::with_expiry(EXPIRY)
+    }
 }
 
 impl Table {
+    /// An empty table whose descriptors wait `expiry` for their stream.
+    pub fn with_expiry(expiry: Duration) -> Table {
+        Table {
+            entries: Mutex::default(),
+            last: Mutex::default(),
+            expiry,
+        }
+    }
+
     /// Park `fd` and return its id; refused when [`MAX_PARKED`] wait already.
     pub fn park(
         self: &Arc<Self>,
@@ -109,8 +126,9 @@ impl Table {
             *last
         };
         let table: Weak<Table> = Arc::downgrade(self);
+        let expiry = self.expiry;
         tokio::spawn(async move {
-            tokio::time::sleep(EXPIRY).await;
+            tokio::time::sleep(expiry).await;
             if let Some(t) = table.upgrade() {
                 if lock(&t.entries).remove(&id).is_some() {
                     tracing::info!(descriptor = id, "descriptor not claimed in time; closed");
@@ -276,8 +294,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_table_is_bounded_and_forgets_unclaimed_descriptors() {
-        tokio::time::pause();
-        let t = Arc::new(Table::default());
+        let expiry = Duration::from_millis(100);
+        let t = Arc::new(Table::with_expiry(expiry));
         for _ in 0..MAX_PARKED {
             t.park(sock(), Parked::FromLibvirt, false, None).unwrap();
         }
@@ -285,10 +303,9 @@ mod tests {
             .park(sock(), Parked::FromLibvirt, false, None)
             .unwrap_err();
         assert!(e.message.contains("close some consoles"), "{}", e.message);
-        tokio::time::sleep(EXPIRY + Duration::from_secs(1)).await;
-        // let the expiry tasks run
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !t.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(expiry).await;
         }
         assert!(t.is_empty());
     }

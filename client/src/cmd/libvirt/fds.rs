@@ -16,12 +16,15 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use virtgate_proto::{ApiPath, TunnelKind, DESCRIPTOR_HEADER};
 use virtgate_rpc::fdio::stream_from_fd;
 use virtgate_rpc::reply::VIR_ERR_OPERATION_FAILED;
 use virtgate_rpc::{Descriptors, Refusal, Whole};
 
+use super::super::relay;
 use crate::error::{chain_text, Error};
 use crate::session::Session;
 
@@ -41,10 +44,7 @@ pub struct StreamFds {
 impl StreamFds {
     /// Open the stream for descriptor `id` (`None`: a new one for libvirtd); returns the
     /// stream and the id the gateway gave.
-    async fn open(
-        &self,
-        id: Option<u64>,
-    ) -> Result<(u64, hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>), Refusal> {
+    async fn open(&self, id: Option<u64>) -> Result<(u64, TokioIo<Upgraded>), Refusal> {
         let path = ApiPath::Tunnel {
             domain: None,
             kind: TunnelKind::LibvirtFd {
@@ -92,29 +92,10 @@ impl StreamFds {
     }
 
     /// Splice a local socket to a descriptor stream until both sides close.
-    fn splice(
-        &self,
-        id: u64,
-        mut local: UnixStream,
-        mut stream: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
-    ) {
-        let conn = self.conn;
+    fn splice(&self, id: u64, mut local: UnixStream, mut stream: TokioIo<Upgraded>) {
+        tracing::debug!(conn = self.conn, descriptor = id, "descriptor stream open");
         tokio::spawn(async move {
-            match tokio::io::copy_bidirectional_with_sizes(
-                &mut local,
-                &mut stream,
-                virtgate_proto::tuning::SPLICE_BUFFER,
-                virtgate_proto::tuning::SPLICE_BUFFER,
-            )
-            .await
-            {
-                Ok((up, down)) => {
-                    tracing::debug!(conn, descriptor = id, up, down, "descriptor stream closed")
-                }
-                Err(e) => {
-                    tracing::debug!(conn, descriptor = id, error = %e, "descriptor stream ended with an error")
-                }
-            }
+            relay::splice(&mut local, &mut stream, "descriptor stream", id).await;
         });
     }
 }
@@ -173,13 +154,8 @@ pub async fn carry(session: Session, tunnel: ApiPath, local: UnixStream, peer: S
             ..
         }
     );
-    tracing::debug!(id, %peer, "local libvirt connection; opening tunnel");
-    let stream = match session.open_tunnel(&tunnel).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("connection {id} from {peer}:\n{}", crate::error::report(&e));
-            return;
-        }
+    let Some(stream) = relay::open_for(&session, &tunnel, &peer, id).await else {
+        return;
     };
     let fds = std::sync::Arc::new(StreamFds {
         session,
@@ -187,9 +163,13 @@ pub async fn carry(session: Session, tunnel: ApiPath, local: UnixStream, peer: S
         conn: id,
     });
     match virtgate_rpc::relay(local, stream, fds).await {
-        Ok(c) => {
-            tracing::debug!(id, %peer, up = c.socket_to_tunnel, down = c.tunnel_to_socket, "libvirt connection closed")
-        }
+        Ok(c) => tracing::debug!(
+            id,
+            %peer,
+            up = c.socket_to_tunnel,
+            down = c.tunnel_to_socket,
+            "libvirt connection closed"
+        ),
         Err(e) => tracing::debug!(id, %peer, error = %e, "libvirt connection ended with an error"),
     }
 }
