@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use virtgate_tests::fixture::guest::SCREEN_TEXT;
 use virtgate_tests::fixture::guest::{BANNER, POWER_OFF};
 use virtgate_tests::fixture::libvirtd::qemu_pids_of;
+use virtgate_tests::fixture::spice::link_reply;
 use virtgate_tests::fixture::vnc::{snapshot_until, SEABIOS};
 use virtgate_tests::{
     guest_kernel, guest_screen_fraction, poll, run, system_bin, text, ChildGuard, DomainSpec,
@@ -529,31 +530,10 @@ fn xvfb_runs_a_client_and_screenshots_it() {
     assert!(kept.starts_with(b"\x89PNG"), "kept screenshot is a PNG");
 }
 
-/// SPICE's first message from the client: SpiceLinkHeader (magic, major 2, minor 2, size
-/// of what follows) and SpiceLinkMess for the main channel, no capabilities.
-fn spice_link_main() -> Vec<u8> {
-    let mut mess = Vec::new();
-    mess.extend(0u32.to_le_bytes()); // connection_id: a new session
-    mess.push(1); // channel_type: main
-    mess.push(0); // channel_id
-    mess.extend(0u32.to_le_bytes()); // num_common_caps
-    mess.extend(0u32.to_le_bytes()); // num_channel_caps
-    mess.extend(18u32.to_le_bytes()); // caps_offset: right after this message
-    assert_eq!(mess.len(), 18);
-    let mut m = b"REDQ".to_vec();
-    m.extend(2u32.to_le_bytes());
-    m.extend(2u32.to_le_bytes());
-    m.extend((mess.len() as u32).to_le_bytes());
-    m.extend(mess);
-    m
-}
-
 /// Send the SPICE link message and read the first 4 bytes of the answer.
-fn spice_answer(mut s: impl Read + Write) -> [u8; 4] {
-    s.write_all(&spice_link_main()).expect("send SpiceLinkMess");
-    let mut magic = [0u8; 4];
-    s.read_exact(&mut magic).expect("SPICE link reply");
-    magic
+fn spice_answer(s: impl Read + Write) -> [u8; 4] {
+    let reply = link_reply(s, "the SPICE server");
+    [reply[0], reply[1], reply[2], reply[3]]
 }
 
 #[test]

@@ -7,13 +7,14 @@
 //! libvirt backend too: SPICE on a unix socket and on an autoport TCP port of a real
 //! libvirtd's domains, and a domain without graphics refused by `display`.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use virtgate_tests::fixture::spice::{link_main, link_reply};
 use virtgate_tests::{
     guest_kernel, guest_screen_fraction, metric, poll, ChildGuard, ClientCert, ClientUser,
     DomainSpec, Gateway, GatewayBuilder, Graphics, GuestOptions, Libvirtd, LineReader, Pki, Qemu,
@@ -114,35 +115,12 @@ impl Fwd {
     }
 }
 
-/// A SpiceLinkHeader (magic `REDQ`, major 2, minor 2, size) and the SpiceLinkMess of a
-/// main channel (connection 0, type 1, id 0, no capabilities, caps at offset 18).
-fn spice_link() -> Vec<u8> {
-    let mut mess = Vec::new();
-    mess.extend_from_slice(&0u32.to_le_bytes()); // connection_id
-    mess.push(1); // channel_type: main
-    mess.push(0); // channel_id
-    mess.extend_from_slice(&0u32.to_le_bytes()); // num_common_caps
-    mess.extend_from_slice(&0u32.to_le_bytes()); // num_channel_caps
-    mess.extend_from_slice(&18u32.to_le_bytes()); // caps_offset
-    assert_eq!(mess.len(), 18);
-    let mut link = b"REDQ".to_vec();
-    link.extend_from_slice(&2u32.to_le_bytes());
-    link.extend_from_slice(&2u32.to_le_bytes());
-    link.extend_from_slice(&(mess.len() as u32).to_le_bytes());
-    link.extend_from_slice(&mess);
-    link
-}
-
 /// Connect to `addr`, send a SPICE link header and return the first 16 bytes of the
 /// answer (SpiceLinkReply header: `REDQ`, major, minor, size).
 fn spice_hello(addr: SocketAddr) -> [u8; 16] {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&spice_link()).expect("send the link header");
-    let mut reply = [0u8; 16];
-    s.read_exact(&mut reply)
-        .unwrap_or_else(|e| panic!("no SPICE link reply through {addr}: {e}"));
-    reply
+    link_reply(s, &addr.to_string())
 }
 
 #[test]
@@ -251,7 +229,7 @@ fn refusals_come_before_any_url_and_say_why() {
 /// grace period and exits 0.
 fn viewer_script(dir: &Path, got: &Path) -> PathBuf {
     let script = dir.join("viewer.sh");
-    let link: String = spice_link().iter().map(|b| format!("\\{b:03o}")).collect();
+    let link: String = link_main().iter().map(|b| format!("\\{b:03o}")).collect();
     std::fs::write(
         &script,
         format!(
