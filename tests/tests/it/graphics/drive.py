@@ -10,6 +10,8 @@ usage: drive.py URI OP NAME [ARGS]
                          stdin, then wait for the display stream to end; then
                          openGraphicsFD on OTHER works and the connection still lists
   refuse NAME IDX        openGraphicsFD must fail: prints the libvirt error, then list
+  files NAME             createWithFiles([/dev/null]) (another call that passes descriptors)
+                         must fail cleanly: prints the libvirt error, then list
 PROTO is vnc (reads "RFB 003.00x") or spice (sends a SpiceLinkHeader, reads "REDQ").
 """
 import json
@@ -99,6 +101,15 @@ def main():
             out["refused"] = True
             out["error"] = str(e)
             out["code"] = e.get_error_code()
+    elif op == "files":
+        with open("/dev/null", "rb") as f:
+            try:
+                dom.createWithFiles([f.fileno()], 0)
+                out["refused"] = False
+            except libvirt.libvirtError as e:
+                out["refused"] = True
+                out["error"] = str(e)
+                out["code"] = e.get_error_code()
     out["domains"] = names(conn)
     out["alive"] = conn.isAlive() == 1
     print(json.dumps(out), flush=True)

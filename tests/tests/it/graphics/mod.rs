@@ -220,6 +220,15 @@ fn refusals_are_libvirt_errors_and_the_connection_survives() {
     assert_eq!(r["alive"], true, "{r}");
     assert!(r["domains"].to_string().contains(&w.vnc.name), "{r}");
 
+    // another call that passes descriptors (virDomainCreateWithFiles): a clean libvirt
+    // error from virtgate, the call never reaches libvirtd, the connection lives
+    let r = drive(dir, &uri, &["files", &w.headless.name]);
+    assert_eq!(r["refused"], true, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("only graphical consoles"), "{r}");
+    assert_eq!(r["alive"], true, "{r}");
+    assert!(r["domains"].to_string().contains(&w.vnc.name), "{r}");
+    assert_eq!(w.lv.domstate(&w.headless.name).trim(), "running");
+
     // a viewer (read-only tunnel) asking for a descriptor: refused, connection lives
     let (_ro, ro_uri, _ro_err) = w.libvirt(&w.vic, true, "ro");
     let r = drive(dir, &ro_uri, &["refuse", &w.vnc.name, "0"]);
