@@ -224,7 +224,13 @@ fn refusals_are_libvirt_errors_and_the_connection_survives() {
     // error from virtgate, the call never reaches libvirtd, the connection lives
     let r = drive(dir, &uri, &["files", &w.headless.name]);
     assert_eq!(r["refused"], true, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("only graphical consoles"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("only graphical consoles"),
+        "{r}"
+    );
     assert_eq!(r["alive"], true, "{r}");
     assert!(r["domains"].to_string().contains(&w.vnc.name), "{r}");
     assert_eq!(w.lv.domstate(&w.headless.name).trim(), "running");
