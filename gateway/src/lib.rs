@@ -6,7 +6,7 @@
 //! Data flows down through the modules in one direction:
 //!
 //! ```text
-//! main.rs ─▶ lib.rs run(): config → TLS → Kerberos keytab → bind → backend → serve
+//! main.rs ─▶ cli.rs (clap) ─▶ lib.rs run(): config → TLS → Kerberos keytab → bind → backend → serve
 //!   config/   gateway.toml → Config (deny_unknown_fields, FILE:LINE:COL errors) → validate
 //!   listen/   TCP [::]:PORT dual-stack (socket2) and unix socket; accept loops, connection
 //!             limit, per-connection span; TLS handshake with a timeout
@@ -46,6 +46,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod events;

@@ -8,42 +8,12 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use virtgate_gateway::config::{self, DEFAULT_CONFIG_PATH};
+use clap::Parser as _;
+use virtgate_gateway::cli::{Cli, Command};
+use virtgate_gateway::config;
 use virtgate_gateway::{demo, Error, Shutdown};
-
-/// The virtgate gateway: management API, VNC and serial consoles over one TLS connection.
-#[derive(Debug, Parser)]
-#[command(name = "virtgated", version)]
-struct Cli {
-    /// Configuration file.
-    #[arg(long, global = true, env = "VIRTGATE_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve (the default).
-    Run,
-    /// Check the configuration file and the files it names, then exit.
-    CheckConfig,
-    /// Print the JSON Schema of the configuration file.
-    Schema,
-    /// Throwaway PKI, a demo VM and a `demo` client profile, then serve until Ctrl-C.
-    Demo {
-        /// Folder for the demo's files (default: $XDG_RUNTIME_DIR/virtgate-demo or /tmp/virtgate-demo-$USER).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: String,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,0 +1,39 @@
+//! The command line of `virtgated` (clap): here in the library so that man pages and shell
+//! completions can be generated from the same definition (`virtgate-dist`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+/// The virtgate gateway: management API, VNC, SPICE and serial consoles and libvirt RPC over
+/// one connection per client.
+#[derive(Debug, Parser)]
+#[command(name = "virtgated", version)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "VIRTGATE_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve (the default).
+    Run,
+    /// Check the configuration file and the files it names, then exit.
+    CheckConfig,
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+    /// Throwaway PKI, a demo VM and a `demo` client profile, then serve until Ctrl-C.
+    Demo {
+        /// Folder for the demo's files (default: $XDG_RUNTIME_DIR/virtgate-demo or /tmp/virtgate-demo-$USER).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
