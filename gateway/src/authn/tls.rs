@@ -3,7 +3,10 @@
 //! rustls (ring provider, TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`) requires a client
 //! certificate that chains to `tls.client_ca` and is not revoked by `tls.crl`; with
 //! `[kerberos]` a client may also present none and log in with Negotiate instead
-//! ([`kerberos`](super::kerberos)). The user is the certificate's subject CN. CRLs are fixed per `ServerConfig`: a reload builds a new one.
+//! ([`kerberos`](super::kerberos)). The user is the certificate's subject CN. CRLs are
+//! fixed per `ServerConfig`: a reload builds a new [`ServerTls`], whose verifier also
+//! re-checks the certificates of live connections. The server certificate must be valid
+//! now; a CRL past its nextUpdate is reported by the caller (it is still used).
 //! Failed handshakes are classified by [`handshake_failure_reason`] for the log.
 
 use std::path::{Path, PathBuf};
@@ -68,6 +71,22 @@ pub enum TlsError {
     /// `tls.client_ca` is not set (validation normally catches this).
     #[error("tls.client_ca is not set")]
     NoClientCa,
+    /// The server certificate is past its notAfter: every client would refuse it.
+    #[error("tls.cert {} expired on {not_after}", path.display())]
+    ServerCertExpired {
+        /// `tls.cert`.
+        path: PathBuf,
+        /// Its notAfter.
+        not_after: String,
+    },
+    /// The server certificate's notBefore is still to come (or this host's clock is wrong).
+    #[error("tls.cert {} is not valid before {not_before}", path.display())]
+    ServerCertNotYetValid {
+        /// `tls.cert`.
+        path: PathBuf,
+        /// Its notBefore.
+        not_before: String,
+    },
 }
 
 impl TlsError {
@@ -91,6 +110,12 @@ impl TlsError {
             TlsError::Rustls { .. } => "check that tls.key belongs to tls.cert".into(),
             TlsError::Verifier { .. } => "tls.client_ca must be the CA certificate and tls.crl its CRL".into(),
             TlsError::NoClientCa => "set tls.client_ca".into(),
+            TlsError::ServerCertExpired { .. } => {
+                "issue a new one (`virtgate-pki --dir CA issue-server --dns HOST --out DIR`) and reload".into()
+            }
+            TlsError::ServerCertNotYetValid { .. } => {
+                "check this host's clock (`date`), or wait until the certificate becomes valid".into()
+            }
         })
     }
 }
@@ -172,9 +197,39 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
 /// present is verified exactly as without it. Without `tls.client_ca` (Kerberos-only) no
 /// certificate is asked for at all.
 pub fn server_config(tls: &config::Tls, kerberos: bool) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(server_tls(tls, kerberos)?.config)
+}
+
+/// The TLS set-up of one configuration: what a reload swaps.
+pub struct ServerTls {
+    /// rustls' server configuration (certificate, key, client verifier with the CRL).
+    pub config: Arc<ServerConfig>,
+    /// The client certificate verifier inside it, kept to re-check the certificates of
+    /// live connections after a reload (revoked or expired ones are closed).
+    pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// The CRL's nextUpdate, when a CRL is configured (past it, the CRL is stale).
+    pub crl_next_update: Option<time::OffsetDateTime>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("crl_next_update", &self.crl_next_update)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Build the TLS set-up: the server certificate must be valid now, the key must belong
+/// to it, and (with `tls.client_ca`) client certificates are checked against the CA and CRL.
+pub fn server_tls(tls: &config::Tls, kerberos: bool) -> Result<ServerTls, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = load_certs("tls.cert", &tls.cert)?;
+    check_validity(&tls.cert, &chain[0])?;
     let key = load_key(&tls.key)?;
+    let crl_next_update = match &tls.crl {
+        Some(path) => crl_next_update(path)?,
+        None => None,
+    };
     let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &tls.client_ca {
         Some(ca_path) => client_verifier(tls, ca_path, provider.clone(), kerberos)?,
         None if kerberos => WebPkiClientVerifier::no_client_auth(),
@@ -186,14 +241,60 @@ pub fn server_config(tls: &config::Tls, kerberos: bool) -> Result<Arc<ServerConf
             path: tls.cert.clone(),
             source,
         })?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key)
         .map_err(|source| TlsError::Rustls {
             path: tls.key.clone(),
             source,
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(ServerTls {
+        config: Arc::new(config),
+        verifier,
+        crl_next_update,
+    })
+}
+
+/// The server certificate must be within its validity period now.
+fn check_validity(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+        // rustls reports an unparsable certificate with its own words
+        return Ok(());
+    };
+    let v = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if v.not_after < now {
+        return Err(TlsError::ServerCertExpired {
+            path: path.to_owned(),
+            not_after: v.not_after.to_string(),
+        });
+    }
+    if v.not_before > now {
+        return Err(TlsError::ServerCertNotYetValid {
+            path: path.to_owned(),
+            not_before: v.not_before.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The earliest nextUpdate of the CRLs in `path` (`None`: none says).
+pub fn crl_next_update(path: &Path) -> Result<Option<time::OffsetDateTime>, TlsError> {
+    let mut earliest: Option<time::OffsetDateTime> = None;
+    for der in load_crls(path)? {
+        let parsed = x509_parser::parse_x509_crl(&der);
+        let Ok((_, crl)) = parsed else {
+            return Err(TlsError::BadCrl {
+                path: path.to_owned(),
+                detail: "it does not parse as an X.509 CRL".into(),
+            });
+        };
+        if let Some(next) = crl.next_update() {
+            let t = next.to_datetime();
+            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+        }
+    }
+    Ok(earliest)
 }
 
 /// Why a client certificate gives no identity.

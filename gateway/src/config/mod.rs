@@ -8,6 +8,7 @@
 //! express (duplicates, absolute paths, rules naming a known role, ...).
 
 mod load;
+mod role;
 mod validate;
 
 use std::path::PathBuf;
@@ -16,9 +17,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use load::{load, parse, ConfigError, ParseError};
+pub use role::Role;
 pub use validate::{validate, Invalid};
 
-use crate::authz::Role;
 
 /// Where `virtgated` looks for its configuration unless `--config` or
 /// `VIRTGATE_GATEWAY_CONFIG` says otherwise.
@@ -50,7 +51,7 @@ pub struct Config {
 }
 
 /// `[listen]`: the gateway's sockets.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// TCP addresses (`IP:PORT`, IPv6 in brackets); `[::]:PORT` accepts IPv4 and IPv6 alike.
@@ -114,7 +115,7 @@ pub enum BackendKind {
 }
 
 /// `[backend]`: the hypervisor.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// `qemu` or `libvirt`.
@@ -172,7 +173,7 @@ impl Backend {
 }
 
 /// `[[backend.domain]]`: one QEMU virtual machine.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DomainConfig {
     /// The name users type; unique.
@@ -216,7 +217,7 @@ pub struct Audit {
 }
 
 /// `[limits]`: bounds and timeouts, so a slow or hostile peer cannot pin resources.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Connections served at once over all listeners; more are closed right away.
