@@ -179,6 +179,59 @@ impl AuditLog {
         }
     }
 
+    /// Record that something this identity had was taken back (a stream or connection
+    /// closed by a reload): decision `deny`, with `outcome`.
+    pub fn closed(&self, id: &Identity, action: &str, domain: Option<&str>, outcome: &str) {
+        if self.file.is_some() {
+            let mut r = Record::of(id, Action::List, domain, None);
+            r.action = action;
+            r.decision = "deny";
+            r.outcome = Some(outcome);
+            self.write(&r);
+        }
+    }
+
+    /// Record what the gateway itself did (`reload`), as user `virtgated`.
+    pub fn system(&self, action: &str, outcome: &str) {
+        if self.file.is_some() {
+            let r = Record {
+                time: now_rfc3339(),
+                user: "virtgated",
+                method: "system",
+                principal: None,
+                peer: None,
+                action,
+                domain: None,
+                decision: "allow",
+                role: None,
+                outcome: Some(outcome),
+                elapsed_ms: None,
+            };
+            self.write(&r);
+        }
+    }
+
+    /// Record a connection refused before anyone was identified (a failed TLS handshake:
+    /// revoked, expired or unknown certificate): user `-`, the peer, `outcome` the reason.
+    pub fn refused(&self, peer: &str, outcome: &str) {
+        if self.file.is_some() {
+            let r = Record {
+                time: now_rfc3339(),
+                user: "-",
+                method: "certificate",
+                principal: None,
+                peer: Some(peer),
+                action: "connect",
+                domain: None,
+                decision: "deny",
+                role: None,
+                outcome: Some(outcome),
+                elapsed_ms: None,
+            };
+            self.write(&r);
+        }
+    }
+
     /// Append one record as one line.
     fn write(&self, record: &Record<'_>) {
         let Some(file) = &self.file else { return };

@@ -15,6 +15,10 @@ pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "VIRTGATE_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
+    /// Write the gateway's pid here once it listens (removed when it stops); `reload`
+    /// signals the pid in it when the configuration has no `[listen] control` socket.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub pidfile: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -25,6 +29,10 @@ pub enum Command {
     Run,
     /// Check the configuration file and the files it names, then exit.
     CheckConfig,
+    /// Make the running gateway re-read its configuration and every file it names (TLS,
+    /// CRL, rules, keytab, audit log) without dropping connections; prints the outcome.
+    /// A configuration that does not check is refused and the old one stays in force.
+    Reload,
     /// Print the JSON Schema of the configuration file.
     Schema,
     /// Throwaway PKI, a demo VM and a `demo` client profile, then serve until Ctrl-C.

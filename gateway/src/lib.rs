@@ -51,7 +51,11 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod listen;
+pub mod live;
 pub mod metrics;
+pub mod reload;
+pub mod service;
+pub mod sessions;
 pub mod shutdown;
 
 use std::io::Write as _;
@@ -60,7 +64,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
@@ -97,6 +100,45 @@ pub enum Error {
     /// The async runtime or the signal handlers could not be set up.
     #[error("cannot set up the runtime or signal handlers: {0}")]
     Runtime(std::io::Error),
+    /// A rule names a group that this host does not have.
+    #[error("a [[rule]] names group `{group}`, which does not exist on this host")]
+    UnknownGroup {
+        /// The group name after `group:`.
+        group: String,
+    },
+    /// A folder the gateway must write in does not exist.
+    #[error("{key}: the folder {} does not exist", path.display())]
+    MissingFolder {
+        /// The setting (`audit.path`, `listen.unix`, `listen.control`).
+        key: &'static str,
+        /// The folder.
+        path: std::path::PathBuf,
+    },
+    /// The control socket cannot be bound.
+    #[error("cannot listen on the control socket {}: {source}", path.display())]
+    Control {
+        /// `listen.control`.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// `--pidfile` cannot be written.
+    #[error(transparent)]
+    Pidfile(#[from] service::PidfileError),
+    /// `virtgated reload` found no running gateway.
+    #[error("no running gateway to reload: {why}")]
+    NoGateway {
+        /// What was tried and what it said.
+        why: String,
+    },
+    /// The running gateway refused the new configuration (and keeps the old one).
+    #[error("the gateway refused the new configuration: {message}")]
+    ReloadRefused {
+        /// The gateway's error.
+        message: String,
+        /// The gateway's hint.
+        hint: Option<String>,
+    },
 }
 
 impl Error {
@@ -114,13 +156,90 @@ impl Error {
             )),
             Error::Demo(e) => e.hint(),
             Error::Runtime(_) => None,
+            Error::UnknownGroup { group } => Some(format!(
+                "create it (`groupadd {group}`) or fix the rule; `getent group` lists this host's groups"
+            )),
+            Error::MissingFolder { path, .. } => Some(format!(
+                "create it (`install -d -o virtgate {}`) for the gateway's user, or change the setting",
+                path.display()
+            )),
+            Error::Control { path, .. } => Some(format!(
+                "the folder of {} must exist and be writable by the gateway's user; is another gateway running?",
+                path.display()
+            )),
+            Error::Pidfile(e) => Some(e.hint()),
+            Error::NoGateway { .. } => Some(
+                "start it (`systemctl start virtgated` or `rc-service virtgated start`); a running gateway is found through [listen] control, or --pidfile".into(),
+            ),
+            Error::ReloadRefused { hint, .. } => hint
+                .clone()
+                .map(|h| format!("{h}; the previous configuration stays in force")),
         }
     }
+}
+
+/// An error and its causes on one line (like anyhow's `{:#}`), leaving out causes whose
+/// text the message already carries.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        let core = text
+            .split(" (os error")
+            .next()
+            .unwrap_or(&text)
+            .to_lowercase();
+        if !msg.to_lowercase().contains(&core) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
+}
+
+/// What `check-config` and every reload check in the files and the host beyond the TOML:
+/// groups the rules name exist, folders the gateway writes in exist.
+pub fn check_files(config: &Config) -> Result<(), Error> {
+    let groups = authn::groups::read(std::path::Path::new("/etc/group"));
+    for rule in &config.rules {
+        for who in &rule.who {
+            if let Some(g) = who.strip_prefix("group:") {
+                let known = groups.lines().any(|l| l.split(':').next() == Some(g));
+                if !known {
+                    return Err(Error::UnknownGroup {
+                        group: g.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    let folders = [
+        (
+            "audit.path",
+            config.audit.as_ref().map(|a| a.path.as_path()),
+        ),
+        ("listen.unix", config.listen.unix.as_deref()),
+        ("listen.control", config.listen.control.as_deref()),
+    ];
+    for (key, file) in folders {
+        if let Some(dir) = file.and_then(std::path::Path::parent) {
+            if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                return Err(Error::MissingFolder {
+                    key,
+                    path: dir.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Check what `check-config` can check beyond the file itself: the TLS material loads and,
 /// with `[kerberos]`, the keytab gives the acceptor credential.
 pub fn check(config: &Config) -> Result<(), Error> {
+    check_files(config)?;
     if let Some(t) = &config.tls {
         authn::tls::server_config(t, config.kerberos.is_some())?;
     }
@@ -153,20 +272,15 @@ pub fn check_notes(config: &Config) -> Vec<String> {
 /// there), then serve. Returns after the drain, with supervised QEMUs stopped.
 pub async fn run(
     config: &Config,
+    options: &RunOptions,
     shutdown: Shutdown,
     ready: impl FnOnce(&Listeners) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let tls = match &config.tls {
-        Some(t) if !config.listen.tcp.is_empty() => Some(TlsAcceptor::from(
-            authn::tls::server_config(t, config.kerberos.is_some())?,
-        )),
-        _ => None,
-    };
-    let kerberos = match &config.kerberos {
-        Some(k) => Some(Arc::new(authn::kerberos::Acceptor::from_config(k)?)),
-        None => None,
-    };
-    let audit = audit::AuditLog::open(config.audit.as_ref().map(|a| a.path.as_path()))?;
+    check_files(config)?;
+    let live = live::Live::build(config, 1)?;
+    if live.crl_stale() {
+        tracing::warn!(next_update = ?live.crl_next_update, "tls.crl is past its nextUpdate: certificates revoked since it was written are still accepted; refresh it (`virtgate-pki crl`)");
+    }
     let listeners = Listeners::bind(&config.listen).await?;
     let backend: Arc<dyn Hypervisor> = match config.backend.kind {
         config::BackendKind::Qemu => {
@@ -186,36 +300,54 @@ pub async fn run(
         return Err(e);
     }
     let state = Arc::new(api::State {
-        policy: authz::Policy::new(&config.rules),
+        live: Arc::new(live::LiveCell::new(live)),
+        registry: Arc::new(sessions::Registry::default()),
         backend: backend.clone(),
-        audit,
         metrics: Arc::new(metrics::Metrics::default()),
         tracker: TaskTracker::new(),
         next_tunnel: AtomicU64::new(0),
         limits: config.limits.clone(),
         shutdown: shutdown.clone(),
-        kerberos,
         events: events::Hub::new(backend.clone(), shutdown.begin.clone()),
     });
-    serve(listeners, state, tls, &config.limits).await;
+    let reloads =
+        reload::Reloader::start(state.clone(), config.clone(), options.config_path.clone());
+    if let Some(path) = &config.listen.control {
+        if let Err(e) = reloads.serve_control(path).await {
+            backend.shutdown().await;
+            return Err(e);
+        }
+    }
+    let service = match service::Service::ready(options.pidfile.as_deref(), &config.summary()) {
+        Ok(s) => s,
+        Err(e) => {
+            backend.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    serve(listeners, state, &config.limits).await;
+    service.stopping();
     backend.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// How `run` was started: what a reload re-reads and where the pidfile goes.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The configuration file (`None`: a generated one, e.g. the demo's; not reloadable).
+    pub config_path: Option<std::path::PathBuf>,
+    /// `--pidfile`: written once the gateway listens, removed when it stops.
+    pub pidfile: Option<std::path::PathBuf>,
+}
+
 /// Accept on every listener until `state.shutdown.begin`, then drain for up to
 /// `limits.drain_timeout_s` (or until `shutdown.force`), then fire `force` so whatever is
 /// left closes.
-pub async fn serve(
-    listeners: Listeners,
-    state: Arc<api::State>,
-    tls: Option<TlsAcceptor>,
-    limits: &config::Limits,
-) {
+pub async fn serve(listeners: Listeners, state: Arc<api::State>, limits: &config::Limits) {
     let shutdown = state.shutdown.clone();
     let connections = TaskTracker::new();
     let ctx = Arc::new(listen::Accept {
-        tls,
         state: state.clone(),
         permits: Arc::new(Semaphore::new(limits.max_connections)),
         next_id: AtomicU64::new(0),

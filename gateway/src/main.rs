@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use virtgate_gateway::cli::{Cli, Command};
 use virtgate_gateway::config;
-use virtgate_gateway::{demo, Error, Shutdown};
+use virtgate_gateway::{demo, Error, RunOptions, Shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,11 +24,24 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig => report(check_config(&cli.config)),
-        Command::Run => report(serve(|| Ok((config::load(&cli.config)?, None)))),
-        Command::Demo { dir, listen } => report(serve(|| {
-            let d = demo::prepare(dir.as_deref(), &listen)?;
-            Ok((d.config.clone(), Some(d)))
-        })),
+        Command::Reload => report(reload(&cli.config, cli.pidfile.as_deref())),
+        Command::Run => {
+            let options = RunOptions {
+                config_path: Some(cli.config.clone()),
+                pidfile: cli.pidfile.clone(),
+            };
+            report(serve(options, || Ok((config::load(&cli.config)?, None))))
+        }
+        Command::Demo { dir, listen } => {
+            let options = RunOptions {
+                config_path: None,
+                pidfile: cli.pidfile.clone(),
+            };
+            report(serve(options, || {
+                let d = demo::prepare(dir.as_deref(), &listen)?;
+                Ok((d.config.clone(), Some(d)))
+            }))
+        }
     }
 }
 
@@ -42,8 +55,19 @@ fn check_config(path: &std::path::Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// `virtgated reload`: check the file here first (same errors as the gateway would give),
+/// then ask the running gateway and print its answer.
+fn reload(path: &std::path::Path, pidfile: Option<&std::path::Path>) -> Result<(), Error> {
+    let c = config::load(path)?;
+    virtgate_gateway::check(&c)?;
+    let said = virtgate_gateway::reload::request(&c, pidfile)?;
+    println!("{said}");
+    Ok(())
+}
+
 /// Set up logging and the runtime, then run the gateway (`demo` writes its files when ready).
 fn serve(
+    options: RunOptions,
     load: impl FnOnce() -> Result<(config::Config, Option<demo::Demo>), Error>,
 ) -> Result<(), Error> {
     init_tracing();
@@ -54,7 +78,7 @@ fn serve(
     runtime.block_on(async {
         let (config, demo) = load()?;
         let shutdown = Shutdown::on_signals().map_err(Error::Runtime)?;
-        virtgate_gateway::run(&config, shutdown, |l| match &demo {
+        virtgate_gateway::run(&config, &options, shutdown, |l| match &demo {
             Some(d) => d.ready(l),
             None => Ok(()),
         })
@@ -76,32 +100,11 @@ fn report(result: Result<(), Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", chain(&e));
+            eprintln!("error: {}", virtgate_gateway::error_text(&e));
             if let Some(h) = e.hint() {
                 eprintln!("hint: {h}");
             }
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line (like anyhow's `{:#}`), leaving out causes whose
-/// text the message already carries.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        let core = text
-            .split(" (os error")
-            .next()
-            .unwrap_or(&text)
-            .to_lowercase();
-        if !msg.to_lowercase().contains(&core) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cause = c.source();
-    }
-    msg
 }

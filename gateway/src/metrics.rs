@@ -33,6 +33,10 @@ pub struct Metrics {
     pub tunnel_bytes_up: AtomicU64,
     /// Bytes carried by tunnels from backends to clients.
     pub tunnel_bytes_down: AtomicU64,
+    /// Reloads that put a new configuration in force.
+    pub reloads_ok: AtomicU64,
+    /// Reloads refused (the configuration did not check; the old one stayed).
+    pub reloads_failed: AtomicU64,
 }
 
 /// Decrements a gauge when dropped.
@@ -151,6 +155,13 @@ impl Metrics {
             "counter",
             "Bytes from backends to clients through tunnels (counted when a tunnel closes).",
             &self.tunnel_bytes_down,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP virtgate_reloads_total Configuration reloads by outcome.\n# TYPE virtgate_reloads_total counter\n\
+             virtgate_reloads_total{{outcome=\"ok\"}} {}\nvirtgate_reloads_total{{outcome=\"refused\"}} {}",
+            self.reloads_ok.load(Relaxed),
+            self.reloads_failed.load(Relaxed)
         );
         out
     }

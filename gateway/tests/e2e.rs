@@ -225,7 +225,7 @@ async fn certificates_api_and_vnc_tunnels_over_one_connection() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let sd = shutdown.clone();
     let gateway = tokio::spawn(async move {
-        virtgate_gateway::run(&config, sd, move |l| {
+        virtgate_gateway::run(&config, &Default::default(), sd, move |l| {
             let _ = tx.send(l.tcp[0].0.port());
             Ok(())
         })

@@ -187,6 +187,8 @@ impl TunnelFds {
     /// Record what happened to a descriptor.
     fn audit(&self, domain: Option<&str>, outcome: &str) {
         self.state
+            .live
+            .get()
             .audit
             .descriptor(&self.identity, self.read_only, domain, outcome);
     }

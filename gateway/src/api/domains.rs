@@ -28,15 +28,16 @@ pub fn json<T: Serialize>(value: &T) -> Response<Body> {
 /// The domains this identity may see, each with its role.
 pub async fn list(state: &State, id: &Identity) -> Result<Response<Body>, ApiError> {
     let all = state.backend.list().await.map_err(|e| error::backend(&e))?;
+    let live = state.live.get();
     let domains: Vec<_> = all
         .into_iter()
         .filter_map(|mut d| {
-            let role = state.policy.role_on(id, &d.name)?;
+            let role = live.policy.role_on(id, &d.name)?;
             d.role = Some(role.as_str().to_owned());
             Some(d)
         })
         .collect();
-    state.audit.decision(
+    live.audit.decision(
         id,
         Action::List,
         None,

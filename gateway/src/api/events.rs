@@ -22,19 +22,25 @@ use tokio_util::sync::CancellationToken;
 use virtgate_proto::{Event, EVENTS_CONTENT_TYPE};
 
 use super::error::{self, ApiError};
-use super::{Body, State};
+use super::{Body, ConnCtx, State};
 use crate::authn::Identity;
 use crate::authz::{Action, Decision, Role};
+use crate::sessions::StreamGuard;
 
 /// Open an event stream for `id`.
-pub async fn handle(state: &Arc<State>, id: &Identity) -> Result<Response<Body>, ApiError> {
-    let role = state.policy.any_role(id);
+pub async fn handle(
+    state: &Arc<State>,
+    id: &Identity,
+    conn: &ConnCtx,
+) -> Result<Response<Body>, ApiError> {
+    let live = state.live.get();
+    let role = live.policy.any_role(id);
     let d = Decision {
         allowed: role.is_some(),
         role,
         required: Role::Viewer,
     };
-    state.audit.decision(id, Action::Events, None, &d);
+    live.audit.decision(id, Action::Events, None, &d);
     if !d.allowed {
         return Err(error::no_role_anywhere("the event stream"));
     }
@@ -43,7 +49,7 @@ pub async fn handle(state: &Arc<State>, id: &Identity) -> Result<Response<Body>,
     let domains = state.backend.list().await.map_err(|e| error::backend(&e))?;
     let initial: VecDeque<Bytes> = domains
         .iter()
-        .filter(|d| state.policy.role_on(id, &d.name).is_some())
+        .filter(|d| live.policy.role_on(id, &d.name).is_some())
         .map(|d| line(&crate::events::initial(d)))
         .collect();
     tracing::info!(initial = initial.len(), "event stream opened");
@@ -53,6 +59,7 @@ pub async fn handle(state: &Arc<State>, id: &Identity) -> Result<Response<Body>,
         rx,
         initial,
         stop: state.events.stopping(),
+        guard: state.registry.stream(conn.id, id, None, Action::Events),
     };
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
         let bytes = sub.next().await?;
@@ -80,6 +87,8 @@ struct Subscriber {
     initial: VecDeque<Bytes>,
     /// The gateway begins to stop.
     stop: CancellationToken,
+    /// Registered for reloads: cancelled when the identity holds no role anywhere any more.
+    guard: StreamGuard,
 }
 
 impl Subscriber {
@@ -95,9 +104,21 @@ impl Subscriber {
                     tracing::debug!("event stream closed: gateway stops");
                     return None;
                 }
+                _ = self.guard.close.cancelled() => {
+                    tracing::info!("event stream closed: access taken back by a reload");
+                    return None;
+                }
             };
             match got {
-                Ok(e) if self.state.policy.role_on(&self.id, &e.domain).is_some() => {
+                Ok(e)
+                    if self
+                        .state
+                        .live
+                        .get()
+                        .policy
+                        .role_on(&self.id, &e.domain)
+                        .is_some() =>
+                {
                     return Some(line(&e))
                 }
                 Ok(_) => {}

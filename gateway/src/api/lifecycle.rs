@@ -89,6 +89,8 @@ pub async fn handle(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
             state
+                .live
+                .get()
                 .audit
                 .lifecycle(id, action, name, Some(role), &word, elapsed_ms);
             tracing::info!(domain = %name, action = op.as_str(), outcome = %word, elapsed_ms, "lifecycle");
@@ -100,7 +102,7 @@ pub async fn handle(
                 .detail
                 .clone()
                 .unwrap_or_else(|| e.problem.title.clone());
-            state.audit.lifecycle(
+            state.live.get().audit.lifecycle(
                 id,
                 action,
                 name,
@@ -137,7 +139,7 @@ impl Drop for AuditOnDrop<'_> {
         if !self.done {
             let elapsed = elapsed_ms(self.started);
             tracing::info!(domain = %self.domain, action = self.action.as_str(), elapsed_ms = elapsed, "lifecycle call abandoned: the client went away");
-            self.state.audit.lifecycle(
+            self.state.live.get().audit.lifecycle(
                 self.id,
                 self.action,
                 self.domain,

@@ -35,13 +35,13 @@ use virtgate_proto::{
     ApiPath, PathError, TunnelKind, PROTOCOL_HEADER, PROTOCOL_VERSION, TUNNEL_PROTOCOL,
 };
 
-use crate::audit::AuditLog;
-use crate::authn::kerberos::Acceptor;
 use crate::authn::Identity;
-use crate::authz::{Action, Policy, Role};
+use crate::authz::{Action, Role};
 use crate::backend::Hypervisor;
 use crate::config::Limits;
+use crate::live::LiveCell;
 use crate::metrics::Metrics;
+use crate::sessions::{ConnGuard, Registry};
 use crate::shutdown::Shutdown;
 use error::ApiError;
 pub use negotiate::ConnAuth;
@@ -51,12 +51,13 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 /// What every request handler shares.
 pub struct State {
-    /// Authorization rules.
-    pub policy: Policy,
+    /// What a reload replaces: rules, audit log, TLS, Kerberos (take `live.get()` once
+    /// per request).
+    pub live: Arc<LiveCell>,
+    /// Live connections and streams, re-checked after a reload.
+    pub registry: Arc<Registry>,
     /// The hypervisor.
     pub backend: Arc<dyn Hypervisor>,
-    /// Where decisions are recorded.
-    pub audit: AuditLog,
     /// Counters for `/v1/metrics`.
     pub metrics: Arc<Metrics>,
     /// Tracks tunnel tasks so shutdown can wait for them (up to the drain timeout).
@@ -67,11 +68,17 @@ pub struct State {
     pub limits: Limits,
     /// Graceful stop (`begin`: GOAWAY) and hard stop (`force`: drop connections and tunnels).
     pub shutdown: Shutdown,
-    /// The Kerberos acceptor when `[kerberos]` is configured: TLS clients without a
-    /// certificate then log in with HTTP Negotiate.
-    pub kerberos: Option<Arc<Acceptor>>,
     /// Domain lifecycle events for `GET /v1/events`.
     pub events: crate::events::Hub,
+}
+
+/// What the requests of one connection share.
+#[derive(Debug)]
+pub struct ConnCtx {
+    /// The connection's id in [`State::registry`] (its streams register under it).
+    pub id: u64,
+    /// Descriptors libvirt passed through this connection's libvirt tunnels.
+    pub fds: Arc<descriptors::Table>,
 }
 
 /// HTTP/2 flow control and frames: shared with the client, chosen from the benchmarks
@@ -83,7 +90,7 @@ use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 /// requests finish, until `shutdown.force`). A connection still waiting for its Negotiate
 /// login is closed the same way after too many refused tokens or when
 /// `limits.handshake_timeout_s` pass without a login.
-pub async fn serve_connection<IO>(io: IO, state: Arc<State>, auth: ConnAuth)
+pub async fn serve_connection<IO>(io: IO, state: Arc<State>, auth: ConnAuth, registered: ConnGuard)
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -110,16 +117,24 @@ where
     // hyper runs HTTP/2 streams in tasks of their own: carry the connection's span over.
     let span = tracing::Span::current();
     let conn_auth = auth.clone();
-    // descriptors libvirt passes through this connection's libvirt tunnels wait here for
-    // their streams; dropped (and closed) with the connection
-    let fds = Arc::new(descriptors::Table::default());
+    let close = registered.close.clone();
+    let conn_ctx = Arc::new(ConnCtx {
+        id: registered.id,
+        // descriptors libvirt passes through this connection's libvirt tunnels wait here
+        // for their streams; dropped (and closed) with the connection
+        fds: Arc::new(descriptors::Table::default()),
+    });
     let service = hyper::service::service_fn(move |req| {
-        handle(state.clone(), conn_auth.clone(), fds.clone(), req).instrument(span.clone())
+        handle(state.clone(), conn_auth.clone(), conn_ctx.clone(), req).instrument(span.clone())
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        _ = close.cancelled() => {
+            tracing::info!("closing the connection: its certificate is no longer accepted");
+            return;
+        }
         _ = async {
             tokio::select! {
                 _ = shutdown.begin.cancelled() => {}
@@ -146,14 +161,14 @@ where
 pub async fn handle(
     state: Arc<State>,
     auth: Arc<ConnAuth>,
-    fds: Arc<descriptors::Table>,
+    conn: Arc<ConnCtx>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     state.metrics.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (result, mutual) = match auth.identity(&state, req.headers()).await {
-        Ok((id, mutual)) => (route(&state, &id, &fds, &mut req).await, mutual),
+        Ok((id, mutual)) => (route(&state, &id, &conn, &mut req).await, mutual),
         Err(e) => (Err(e), None),
     };
     let mut resp = match result {
@@ -174,7 +189,7 @@ pub async fn handle(
 async fn route(
     state: &Arc<State>,
     id: &Identity,
-    fds: &Arc<descriptors::Table>,
+    conn: &ConnCtx,
     req: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
@@ -234,18 +249,18 @@ async fn route(
         ApiPath::Tunnel {
             domain: Some(name),
             kind,
-        } => tunnel::open(state, id, req, &name, kind).await,
+        } => tunnel::open(state, id, conn, req, &name, kind).await,
         ApiPath::Tunnel {
             domain: None,
             kind: TunnelKind::Libvirt { read_only },
-        } => tunnel::open_libvirt(state, id, req, read_only, fds).await,
+        } => tunnel::open_libvirt(state, id, conn, req, read_only).await,
         ApiPath::Tunnel {
             domain: None,
             kind: TunnelKind::LibvirtFd { read_only, id: fd },
-        } => tunnel::open_descriptor(state, id, req, read_only, fd, fds).await,
+        } => tunnel::open_descriptor(state, id, conn, req, read_only, fd).await,
         ApiPath::Events => {
             get_only("use GET (`virtgate events`)")?;
-            events::handle(state, id).await
+            events::handle(state, id, conn).await
         }
         ApiPath::Metrics => {
             get_only("use GET")?;
@@ -268,8 +283,9 @@ pub fn authorize(
     domain: Option<&str>,
     action: Action,
 ) -> Result<Role, ApiError> {
-    let d = state.policy.decide(id, domain, action);
-    state.audit.decision(id, action, domain, &d);
+    let live = state.live.get();
+    let d = live.policy.decide(id, domain, action);
+    live.audit.decision(id, action, domain, &d);
     tracing::debug!(user = %id.user, action = action.as_str(), domain, allowed = d.allowed, "authorization");
     match (d.allowed, d.role, domain) {
         (true, Some(role), _) => Ok(role),

@@ -32,10 +32,11 @@ use std::sync::{Arc, Mutex};
 
 use super::descriptors::{self, Parked, TunnelFds};
 use super::error::{self, ApiError};
-use super::{authorize, Body, State};
+use super::{authorize, Body, ConnCtx, State};
 use crate::authn::Identity;
 use crate::authz::Action;
 use crate::backend::BoxedStream;
+use crate::sessions::StreamGuard;
 
 /// Bound on connecting to libvirtd's socket.
 const LIBVIRT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +45,7 @@ const LIBVIRT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn open(
     state: &State,
     id: &Identity,
+    conn: &ConnCtx,
     req: &mut Request<Incoming>,
     name: &str,
     kind: TunnelKind,
@@ -74,7 +76,8 @@ pub async fn open(
             return Err(error::backend(&e));
         }
     };
-    Ok(splice(state, req, backend, span))
+    let guard = state.registry.stream(conn.id, id, Some(name), action);
+    Ok(splice(state, req, backend, span, guard))
 }
 
 /// The action a libvirt tunnel (and its descriptors) needs.
@@ -91,9 +94,9 @@ fn libvirt_action(read_only: bool) -> Action {
 pub async fn open_libvirt(
     state: &Arc<State>,
     id: &Identity,
+    conn: &ConnCtx,
     req: &mut Request<Incoming>,
     read_only: bool,
-    fds: &Arc<descriptors::Table>,
 ) -> Result<Response<Body>, ApiError> {
     authorize(state, id, None, libvirt_action(read_only))?;
     let path = state
@@ -126,17 +129,26 @@ pub async fn open_libvirt(
     let handler = Arc::new(TunnelFds {
         state: state.clone(),
         identity: id.clone(),
-        table: fds.clone(),
+        table: conn.fds.clone(),
         read_only,
         calls: Mutex::new(Default::default()),
     });
-    Ok(run_tunnel(state, req, span, move |client| async move {
-        match virtgate_rpc::relay(stream, client, handler).await {
-            Ok(c) => Ok((c.tunnel_to_socket, c.socket_to_tunnel)),
-            Err(virtgate_rpc::RelayError::Io(e)) => Err(e),
-            Err(e) => Err(std::io::Error::other(e)),
-        }
-    }))
+    let guard = state
+        .registry
+        .stream(conn.id, id, None, libvirt_action(read_only));
+    Ok(run_tunnel(
+        state,
+        req,
+        span,
+        guard,
+        move |client| async move {
+            match virtgate_rpc::relay(stream, client, handler).await {
+                Ok(c) => Ok((c.tunnel_to_socket, c.socket_to_tunnel)),
+                Err(virtgate_rpc::RelayError::Io(e)) => Err(e),
+                Err(e) => Err(std::io::Error::other(e)),
+            }
+        },
+    ))
 }
 
 /// A stream for a descriptor of a libvirt tunnel on this connection: `fd: Some(n)` claims
@@ -146,12 +158,16 @@ pub async fn open_libvirt(
 pub async fn open_descriptor(
     state: &Arc<State>,
     id: &Identity,
+    conn: &ConnCtx,
     req: &mut Request<Incoming>,
     read_only: bool,
     fd: Option<u64>,
-    fds: &Arc<descriptors::Table>,
 ) -> Result<Response<Body>, ApiError> {
     authorize(state, id, None, libvirt_action(read_only))?;
+    let fds = &conn.fds;
+    let guard = state
+        .registry
+        .stream(conn.id, id, None, libvirt_action(read_only));
     let tunnel_id = state.next_tunnel.fetch_add(1, Relaxed);
     let kind = TunnelKind::LibvirtFd { read_only, id: fd };
     let span = tracing::info_span!(
@@ -180,14 +196,14 @@ pub async fn open_descriptor(
                     .hint("descriptors are claimed by `virtgate libvirt` on the connection whose libvirt tunnel received them")
                     .into());
             };
-            state.audit.descriptor(
+            state.live.get().audit.descriptor(
                 id,
                 read_only,
                 claimed.domain.as_deref(),
                 &format!("descriptor {n} claimed"),
             );
             let stream = stream_of(claimed.fd)?;
-            Ok(splice(state, req, Box::new(stream), span))
+            Ok(splice(state, req, Box::new(stream), span, guard))
         }
         None => {
             let (theirs, ours) = std::os::unix::net::UnixStream::pair().map_err(|e| {
@@ -208,7 +224,7 @@ pub async fn open_descriptor(
                     )
                 })?;
             span.record("descriptor", n);
-            let mut r = splice(state, req, Box::new(ours), span);
+            let mut r = splice(state, req, Box::new(ours), span, guard);
             r.headers_mut().insert(
                 virtgate_proto::DESCRIPTOR_HEADER,
                 http::HeaderValue::from(n),
@@ -225,8 +241,9 @@ fn splice(
     req: &mut Request<Incoming>,
     mut backend: BoxedStream,
     span: tracing::Span,
+    guard: StreamGuard,
 ) -> Response<Body> {
-    run_tunnel(state, req, span, move |mut client| async move {
+    run_tunnel(state, req, span, guard, move |mut client| async move {
         tokio::io::copy_bidirectional_with_sizes(
             &mut client,
             &mut backend,
@@ -238,11 +255,13 @@ fn splice(
 }
 
 /// Answer 200 and, once hyper hands over the stream, run `carry` on it in a tracked task
-/// (until it returns the bytes carried up and down, or the gateway stops hard).
+/// (until it returns the bytes carried up and down, the gateway stops hard, or a reload
+/// takes the right back: `guard`).
 fn run_tunnel<F, Fut>(
     state: &State,
     req: &mut Request<Incoming>,
     span: tracing::Span,
+    guard: StreamGuard,
     carry: F,
 ) -> Response<Body>
 where
@@ -267,6 +286,10 @@ where
                 r = carry(TokioIo::new(upgraded)) => r,
                 _ = force.cancelled() => {
                     tracing::info!("tunnel closed: gateway stops");
+                    return;
+                }
+                _ = guard.close.cancelled() => {
+                    tracing::info!("tunnel closed: access taken back by a reload");
                     return;
                 }
             };

@@ -20,7 +20,6 @@ pub use load::{load, parse, ConfigError, ParseError};
 pub use role::Role;
 pub use validate::{validate, Invalid};
 
-
 /// Where `virtgated` looks for its configuration unless `--config` or
 /// `VIRTGATE_GATEWAY_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/virtgate/gateway.toml";
@@ -61,6 +60,12 @@ pub struct Listen {
     /// A unix socket speaking HTTP/2 with prior knowledge; peers are identified by uid.
     #[serde(default)]
     pub unix: Option<PathBuf>,
+    /// The control socket (mode 0600, for the gateway's own user and root) that
+    /// `virtgated reload` asks for a reload and gets the outcome from, e.g.
+    /// `/run/virtgate/control.sock`. Without it, `virtgated reload` signals the pid in
+    /// `--pidfile`.
+    #[serde(default)]
+    pub control: Option<PathBuf>,
 }
 
 /// `[tls]`: the server's certificate and how client certificates are checked.

@@ -96,6 +96,9 @@ fn listen(config: &Config, p: &mut Problems) {
     if let Some(u) = &l.unix {
         p.absolute("listen.unix".into(), u);
     }
+    if let Some(c) = &l.control {
+        p.absolute("listen.control".into(), c);
+    }
 }
 
 fn tls(config: &Config, p: &mut Problems) {

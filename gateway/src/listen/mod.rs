@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -62,10 +61,9 @@ impl Listeners {
     }
 }
 
-/// What every accept loop shares.
+/// What every accept loop shares (TLS and Kerberos come from the configuration in force,
+/// `state.live`, at each handshake).
 pub struct Accept {
-    /// TLS for TCP connections; `None` when no TCP listener is configured.
-    pub tls: Option<TlsAcceptor>,
     /// The API's state.
     pub state: Arc<State>,
     /// Permits for `limits.max_connections`.
@@ -159,7 +157,8 @@ async fn lingering_close(mut io: TcpStream) {
 const LINGER: Duration = Duration::from_secs(2);
 
 async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
-    let Some(acceptor) = ctx.tls.clone() else {
+    let live = ctx.state.live.get();
+    let Some(acceptor) = live.tls.clone() else {
         return;
     };
     let _ = stream.set_nodelay(true);
@@ -172,7 +171,12 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
         Ok(Ok(s)) => s,
         Ok(Err((e, io))) => {
             metrics.handshake_failures.fetch_add(1, Relaxed);
-            tracing::warn!(reason = %tls::handshake_failure_reason(&e), "TLS handshake failed");
+            let reason = tls::handshake_failure_reason(&e);
+            tracing::warn!(%reason, "TLS handshake failed");
+            live.audit.refused(
+                &peer.to_string(),
+                &format!("TLS handshake failed: {reason}"),
+            );
             lingering_close(io).await;
             return;
         }
@@ -190,7 +194,8 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
         .alpn_protocol()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_else(|| "none".into());
-    let auth = match tls::identity_from_certs(conn.peer_certificates(), Some(peer.to_string())) {
+    let certs = conn.peer_certificates();
+    let auth = match tls::identity_from_certs(certs, Some(peer.to_string())) {
         Ok(identity) => {
             metrics.connections_authenticated.fetch_add(1, Relaxed);
             tracing::Span::current().record("user", tracing::field::display(&identity.user));
@@ -198,8 +203,8 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
             ConnAuth::Known(Arc::new(identity))
         }
         // Only possible with [kerberos]: the verifier then lets certificate-less clients in.
-        Err(tls::CertIdentityError::NoCertificate) if ctx.state.kerberos.is_some() => {
-            let Some(acceptor) = ctx.state.kerberos.clone() else {
+        Err(tls::CertIdentityError::NoCertificate) if live.kerberos.is_some() => {
+            let Some(acceptor) = live.kerberos.clone() else {
                 return;
             };
             tracing::debug!(alpn = %alpn, "no client certificate; waiting for a Kerberos login");
@@ -210,7 +215,13 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
             return;
         }
     };
-    api::serve_connection(tls, ctx.state.clone(), auth).await;
+    let known = match &auth {
+        ConnAuth::Known(id) => Some(id.as_ref()),
+        _ => None,
+    };
+    let registered = ctx.state.registry.connection(known, certs);
+    drop(live);
+    api::serve_connection(tls, ctx.state.clone(), auth, registered).await;
 }
 
 /// Accept unix socket connections until shutdown; the peer's uid is its identity.
@@ -274,10 +285,12 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
         .fetch_add(1, Relaxed);
     tracing::Span::current().record("user", tracing::field::display(&identity.user));
     tracing::info!(uid, method = %identity.method, "authenticated");
+    let registered = ctx.state.registry.connection(Some(&identity), None);
     api::serve_connection(
         stream,
         ctx.state.clone(),
         ConnAuth::Known(Arc::new(identity)),
+        registered,
     )
     .await;
 }
