@@ -7,6 +7,10 @@
 //! DIR/crl.pem     the current CRL (0644), rewritten by `revoke` and `crl`
 //! ```
 //!
+//! DIR is private (0700): a gateway never reads it. What a gateway reads, `issue-server`
+//! writes to another folder shared with the gateway's group, and every new CRL is also
+//! written where the gateway reads it (`publish.rs`).
+//!
 //! All keys are ECDSA P-256. Serial numbers are 16 random bytes (positive). Client
 //! certificates carry CN = user and EKU clientAuth; server certificates carry EKU
 //! serverAuth and DNS/IP subject alternative names. Every issued certificate is recorded
@@ -57,13 +61,13 @@ pub struct IssuedCert {
 /// An opened certificate authority.
 pub struct Ca {
     /// The CA folder.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// `ca.pem`, copied next to every issued certificate.
-    cert_pem: String,
+    pub(crate) cert_pem: String,
     /// Name, key identifier and key that sign.
-    issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
     /// `index.json` as loaded, saved after every change.
-    index: Index,
+    pub(crate) index: Index,
 }
 
 impl std::fmt::Debug for Ca {
@@ -75,7 +79,7 @@ impl std::fmt::Debug for Ca {
 }
 
 impl Ca {
-    /// Creates a new CA in `dir` (created 0700 when missing).
+    /// Creates a new CA in `dir` (created 0700 when missing; missing parents 0755).
     ///
     /// Refuses a folder that already holds a CA. Writes `ca.key`, `index.json`, an empty
     /// `crl.pem` and, last, `ca.pem`.
@@ -93,7 +97,15 @@ impl Ca {
                 why: "a CA name must not be empty",
             });
         }
+        // A folder made for the CA beforehand (empty) becomes private too; one with other
+        // files in it is left as it is (`init` warns when others may enter it).
+        let empty = fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
         files::create_dir(dir).map_err(|e| CaError::io("creating folder", dir, e))?;
+        if empty {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(dir, fs::Permissions::from_mode(files::DIR_MODE))
+                .map_err(|e| CaError::io("setting the mode of", dir, e))?;
+        }
 
         let (not_before, not_after) = opts.validity.resolve(now())?;
         let key = KeyPair::generate().map_err(sign_err("generating the CA key"))?;
@@ -306,11 +318,11 @@ impl Ca {
         Ok(pem)
     }
 
-    /// Signs a new CRL and writes it to `DIR/crl.pem`; returns that path.
+    /// Signs a new CRL and writes it to `DIR/crl.pem` and every published copy (see
+    /// [`Ca::publish_crl_to`]); returns `DIR/crl.pem`.
     pub fn write_crl(&mut self) -> Result<PathBuf, CaError> {
-        let pem = self.crl_pem()?;
         let path = self.dir.join(CRL);
-        write_public(&path, pem.as_bytes(), Existing::Replace)?;
+        self.write_crl_everywhere()?;
         Ok(path)
     }
 
@@ -387,7 +399,7 @@ impl Ca {
     }
 
     /// Writes `out/ca.pem` unless it already holds our certificate.
-    fn write_ca_copy(&self, out: &Path) -> Result<Option<PathBuf>, CaError> {
+    pub(crate) fn write_ca_copy(&self, out: &Path) -> Result<Option<PathBuf>, CaError> {
         let path = out.join(CA_CERT);
         if fs::read_to_string(&path).is_ok_and(|t| t == self.cert_pem) {
             return Ok(None);
@@ -453,7 +465,7 @@ impl Ca {
     }
 
     /// Writes `index.json`.
-    fn save_index(&self) -> Result<(), CaError> {
+    pub(crate) fn save_index(&self) -> Result<(), CaError> {
         let path = self.dir.join(INDEX);
         write_public(&path, self.index.to_json().as_bytes(), Existing::Replace)
     }
@@ -474,7 +486,11 @@ fn read_ca_cert(dir: &Path) -> Result<String, CaError> {
 }
 
 /// Writes a non-secret file (0644).
-fn write_public(path: &Path, contents: &[u8], existing: Existing) -> Result<(), CaError> {
+pub(crate) fn write_public(
+    path: &Path,
+    contents: &[u8],
+    existing: Existing,
+) -> Result<(), CaError> {
     files::write_file(path, contents, files::PUBLIC_MODE, existing).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             KeyFileError::Exists {

@@ -7,20 +7,25 @@
 //!   unencrypted (0600) and says so.
 //! - client key (`issue-client`): `--no-passphrase`, `--passphrase-file`, then
 //!   `VIRTGATE_KEY_PASSPHRASE`, then a prompt (twice).
+//!
+//! Files: the CA folder is private (0700); `issue-server --out DIR` writes the gateway's
+//! files to DIR shared with the gateway's group (`--group`, default `virtgate`) and
+//! publishes the CRL there (`publish.rs`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::ca::CA_CERT;
+use crate::share::GroupChoice;
+use crate::zeroize::Zeroizing;
+use crate::{
+    files, passphrase, Ca, ClientOptions, Existing, InitOptions, KeyFileError, ServerOptions,
+    Validity,
+};
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use virtgate_pki::ca::CA_CERT;
-use virtgate_pki::zeroize::Zeroizing;
-use virtgate_pki::{
-    files, passphrase, Ca, CaError, ClientOptions, Existing, InitOptions, KeyFileError,
-    ServerOptions, Validity,
-};
 
 /// Environment variable holding the CA key's passphrase.
 const CA_PASSPHRASE_ENV: &str = "VIRTGATE_CA_PASSPHRASE";
@@ -29,8 +34,13 @@ const KEY_PASSPHRASE_ENV: &str = "VIRTGATE_KEY_PASSPHRASE";
 
 /// virtgate's certificate authority: issue, sign and revoke the certificates of a
 /// gateway and its users.
+///
+/// The CA lives in one private folder (--dir, 0700: ca.pem, ca.key, index.json, crl.pem).
+/// `issue-server --out /etc/virtgate/pki` writes the gateway's certificate and key to a
+/// folder its service group may read, and publishes the CRL there; `revoke` and `crl`
+/// rewrite every published CRL. Encrypt ca.key: `init --passphrase-file FILE`.
 #[derive(Debug, Parser)]
-#[command(name = "virtgate-pki", version)]
+#[command(name = "virtgate-pki", version, max_term_width = 100)]
 pub struct Cli {
     /// Folder holding the CA (ca.pem, ca.key, index.json, crl.pem)
     #[arg(long, global = true, env = "VIRTGATE_PKI_DIR", value_name = "DIR")]
@@ -48,7 +58,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a new CA in --dir
+    /// Create a new CA in --dir (0700; missing parents 0755)
     Init {
         /// The CA's name (CN of its certificate)
         #[arg(long, default_value = "virtgate CA")]
@@ -61,6 +71,11 @@ enum Command {
         passphrase_file: Option<PathBuf>,
     },
     /// Issue a gateway (TLS server) certificate: OUT/server.pem, OUT/server.key, OUT/ca.pem
+    /// and OUT/crl.pem
+    ///
+    /// OUT (0750) and server.key (0640) belong to --group, so that the gateway's service
+    /// user can read them and nothing else of the CA; OUT/crl.pem is rewritten by every
+    /// later `revoke` and `crl`.
     IssueServer {
         /// DNS name clients use to reach the gateway (repeatable)
         #[arg(long, value_name = "NAME")]
@@ -68,9 +83,13 @@ enum Command {
         /// IP address clients use to reach the gateway, IPv4 or IPv6 (repeatable)
         #[arg(long, value_name = "ADDRESS", value_parser = parse_ip)]
         ip: Vec<IpAddr>,
-        /// Folder to write to (default: the CA folder)
+        /// Folder to write to, e.g. /etc/virtgate/pki (default: the CA folder, which stays
+        /// private: only for a gateway running as the CA's owner)
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Group that may read OUT and server.key (default: `virtgate` when it exists)
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
         /// Validity in days
         #[arg(long, default_value_t = 825)]
         days: u32,
@@ -112,17 +131,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Revoke every certificate of a user, or one serial; rewrites DIR/crl.pem
+    /// Revoke every certificate of a user, or one serial; rewrites DIR/crl.pem and every
+    /// published copy
     Revoke {
         /// A user name (CN) or a serial number in hex
         target: String,
         /// Reason recorded in the CRL
-        #[arg(long, default_value = "unspecified", value_parser = clap::builder::PossibleValuesParser::new(virtgate_pki::crl::REASONS))]
+        #[arg(long, default_value = "unspecified", value_parser = clap::builder::PossibleValuesParser::new(crate::crl::REASONS))]
         reason: String,
     },
-    /// Sign a fresh CRL into DIR/crl.pem (run it before the current one's nextUpdate)
+    /// Sign a fresh CRL into DIR/crl.pem and every published copy (run it before the
+    /// current one's nextUpdate, 30 days ahead: e.g. monthly from virtgate-crl.timer)
     Crl {
-        /// Also write it here
+        /// Also write it here, now and at every later `revoke` and `crl`
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -157,7 +178,7 @@ impl Cli {
         };
         let ca_pass_file = self.ca_passphrase_file.clone();
         let open = |dir: &Path| -> Result<Ca> {
-            let key_path = dir.join(virtgate_pki::ca::CA_KEY);
+            let key_path = dir.join(crate::ca::CA_KEY);
             let mut ask = || ca_passphrase(ca_pass_file.as_deref(), &key_path);
             Ok(Ca::open(dir, &mut ask)?)
         };
@@ -176,6 +197,7 @@ impl Cli {
                 dns,
                 ip,
                 out,
+                group,
                 days,
                 force,
             } => {
@@ -188,11 +210,13 @@ impl Cli {
                 let mut ca = open(&dir)?;
                 let out = out.unwrap_or_else(|| dir.clone());
                 let existing = existing(force);
+                let choice = group.map_or(GroupChoice::Default, GroupChoice::Named);
+                let group = choice.resolve().context("issue-server")?;
                 ca.check_out(&out, "server", existing)
                     .context("issue-server")?;
                 let issued = ca.issue_server(&opts).context("issue-server")?;
-                let written = ca
-                    .write_server_files(&issued, &out, existing)
+                let files = ca
+                    .write_server_files_shared(&issued, &out, existing, group.as_ref())
                     .context("issue-server")?;
                 println!(
                     "issued server certificate {} for {} (serial {}, valid until {})",
@@ -201,7 +225,8 @@ impl Cli {
                     issued.entry.serial,
                     date(issued.entry.not_after)
                 );
-                print_written(&written);
+                print_written(&files.written);
+                report_sharing(&out, &files);
                 Ok(())
             }
             Command::IssueClient {
@@ -214,7 +239,7 @@ impl Cli {
             } => {
                 let ctx = format!("issue-client {user}");
                 let mut ca = open(&dir).context(ctx.clone())?;
-                virtgate_pki::names::check_user(&user).context(ctx.clone())?;
+                crate::names::check_user(&user).context(ctx.clone())?;
                 let existing = existing(force);
                 ca.check_out(&out, &user, existing).context(ctx.clone())?;
                 let pass = client_passphrase(&user, passphrase_file.as_deref(), no_passphrase)
@@ -290,24 +315,27 @@ impl Cli {
                     revoked.first().map(|e| e.cn.as_str()).unwrap_or(&target),
                     serials.join(", ")
                 );
-                print_written(&[dir.join(virtgate_pki::ca::CRL)]);
-                println!("reload the gateway so that it reads the new CRL");
+                let mut written = vec![dir.join(crate::ca::CRL)];
+                written.extend(ca.crl_copies().iter().cloned());
+                print_written(&written);
+                println!(
+                    "reload the gateway so that it reads the new CRL: `systemctl reload \
+                     virtgated` (or `rc-service virtgated reload`)"
+                );
                 Ok(())
             }
             Command::Crl { out } => {
                 let mut ca = open(&dir)?;
-                let path = ca.write_crl().context("crl")?;
-                let mut written = vec![path.clone()];
-                // `--out DIR/crl.pem` is the file just written: copying a file onto itself
-                // would empty it.
-                if let Some(out) = out.filter(|o| !same_file(o, &path)) {
-                    let pem = std::fs::read(&path)
-                        .with_context(|| format!("crl: reading {}", path.display()))?;
-                    files::write_file(&out, &pem, files::PUBLIC_MODE, Existing::Replace)
-                        .map_err(|e| CaError::io("writing", &out, e))
-                        .context("crl")?;
-                    written.push(out);
+                let own = dir.join(crate::ca::CRL);
+                // `--out DIR/crl.pem` is the CA's own file, not a copy.
+                if let Some(out) = out.filter(|o| !same_file(o, &own)) {
+                    let path = ca.publish_crl_to(&out).context("crl")?;
+                    println!(
+                        "every later `revoke` and `crl` also writes {}",
+                        path.display()
+                    );
                 }
+                let written = ca.write_crl_everywhere().context("crl")?;
                 print_written(&written);
                 Ok(())
             }
@@ -330,15 +358,33 @@ fn init(dir: &Path, name: String, days: u32, pass_file: Option<PathBuf>) -> Resu
     };
     let ca = Ca::init(dir, &opts).context("init")?;
     println!("created CA \"{}\" in {}", opts.name, ca.dir().display());
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir).map_or(0, |m| m.permissions().mode() & 0o777);
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "warning: {} is mode {mode:04o}: other users may enter the CA folder; `chmod 0700 {}`",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
     print_written(&[
         dir.join(CA_CERT),
-        dir.join(virtgate_pki::ca::CA_KEY),
-        dir.join(virtgate_pki::ca::INDEX),
-        dir.join(virtgate_pki::ca::CRL),
+        dir.join(crate::ca::CA_KEY),
+        dir.join(crate::ca::INDEX),
+        dir.join(crate::ca::CRL),
     ]);
     if !encrypted {
         eprintln!(
-            "note: ca.key is not encrypted (mode 0600); pass --passphrase-file FILE to encrypt it"
+            "warning: {} is NOT encrypted: anyone who reads it (a backup, a copy of the disk) \
+             can issue certificates that the gateway accepts",
+            dir.join(crate::ca::CA_KEY).display()
+        );
+        eprintln!(
+            "hint: make the CA again with `--passphrase-file FILE` (the passphrase on its first \
+             line; keep FILE off this machine), or encrypt this key in place: `openssl pkcs8 \
+             -topk8 -v2 aes-256-cbc -in ca.key -out ca.key.new && mv ca.key.new ca.key`"
         );
     }
     Ok(())
@@ -429,6 +475,41 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
+    }
+}
+
+/// Tells the admin who may read the server files, and what to do when nobody but their
+/// owner can.
+fn report_sharing(out: &Path, files: &crate::publish::ServerFiles) {
+    if files.in_ca_folder {
+        eprintln!(
+            "warning: the server files are in the CA folder {}, which stays private (0700): \
+             a gateway running as another user (the `virtgate` service) cannot read them",
+            out.display()
+        );
+        eprintln!(
+            "hint: issue them into the gateway's folder instead: `--out /etc/virtgate/pki --force`"
+        );
+        return;
+    }
+    match &files.group {
+        Some(g) => println!(
+            "{} and server.key are readable by group {} (gid {})",
+            out.display(),
+            g.name,
+            g.gid
+        ),
+        None => eprintln!(
+            "note: no `{}` group and no --group: server.key (0600) is readable by its owner only; \
+             install the virtgate package or pass --group NAME for the gateway's group",
+            crate::share::SERVICE_GROUP
+        ),
+    }
+    if files.folder_untouched {
+        eprintln!(
+            "note: {} holds other files, so its own group and mode were left as they are",
+            out.display()
+        );
     }
 }
 

@@ -231,10 +231,7 @@ impl KeyFileError {
             KeyFileError::Unreadable { path, error, .. }
                 if error.kind() == io::ErrorKind::PermissionDenied =>
             {
-                Some(format!(
-                    "the file must be readable by the user running this command: check `ls -l {}`",
-                    path.display()
-                ))
+                Some(crate::share::unreadable_hint(path))
             }
             KeyFileError::Unreadable { .. } => None,
             KeyFileError::NotAKey { .. } => Some("point --key at the .key file".to_string()),
@@ -402,6 +399,13 @@ pub enum CaError {
         /// What was asked for.
         target: String,
     },
+
+    /// `--group NAME` names a group this system does not have.
+    #[error("there is no group `{name}` in /etc/group")]
+    UnknownGroup {
+        /// The group asked for.
+        name: String,
+    },
 }
 
 impl CaError {
@@ -424,6 +428,14 @@ impl CaError {
                 dir.display()
             )),
             CaError::Key(e) => e.hint(),
+            CaError::Io {
+                action: "setting the group of",
+                ..
+            } => Some(
+                "only root (or a member of the group) may give a file to a group: run as root, \
+                 or pass --group with a group you belong to"
+                    .to_string(),
+            ),
             CaError::Io { error, .. } if error.kind() == io::ErrorKind::PermissionDenied => Some(
                 "run as the user owning the CA folder, or choose a folder you can write to"
                     .to_string(),
@@ -470,6 +482,10 @@ impl CaError {
             CaError::AlreadyRevoked { .. } => {
                 Some("`virtgate-pki list` shows every certificate and its status".to_string())
             }
+            CaError::UnknownGroup { name } => Some(format!(
+                "create it (`addgroup --system {name}`), or name an existing group; the virtgate \
+                 package creates the `virtgate` user and group"
+            )),
         }
     }
 }

@@ -8,6 +8,10 @@
 //!
 //! Existing files are either refused ([`Existing::Refuse`], the default everywhere: a key
 //! is never overwritten silently) or replaced ([`Existing::Replace`], `--force`).
+//!
+//! Folders this crate creates are private ([`DIR_MODE`]); missing parents on the way are
+//! created [`PARENT_MODE`], so that `--dir /etc/virtgate/ca` does not lock the service user
+//! out of `/etc/virtgate` (where its configuration and certificates live).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -23,6 +27,9 @@ pub const PUBLIC_MODE: u32 = 0o644;
 
 /// Mode of folders this crate creates: they may hold keys.
 pub const DIR_MODE: u32 = 0o700;
+
+/// Mode of missing parent folders created on the way to a folder: traversable by all.
+pub const PARENT_MODE: u32 = 0o755;
 
 /// What to do when the destination of a write already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +49,18 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// [`Existing::Refuse`], an existing `path` gives an error of kind
 /// [`io::ErrorKind::AlreadyExists`] and is left as it was.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32, existing: Existing) -> io::Result<()> {
+    write_file_for_group(path, contents, mode, existing, None)
+}
+
+/// Like [`write_file`], the file also belonging to group `gid` (when given) from the
+/// first byte: a key 0640 for the gateway's group is never readable by anyone else.
+pub fn write_file_for_group(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    existing: Existing,
+    gid: Option<u32>,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -60,7 +79,7 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32, existing: Existing) -
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = write_temp(&tmp, contents, mode).and_then(|()| match existing {
+    let result = write_temp(&tmp, contents, mode, gid).and_then(|()| match existing {
         Existing::Replace => fs::rename(&tmp, path),
         Existing::Refuse => publish_no_replace(&tmp, path),
     });
@@ -72,13 +91,18 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32, existing: Existing) -
     Ok(())
 }
 
-/// Creates `tmp` (which must not exist) with `mode`, writes and flushes `contents`.
-fn write_temp(tmp: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+/// Creates `tmp` (which must not exist) with `mode` and group `gid`, writes and flushes
+/// `contents`.
+fn write_temp(tmp: &Path, contents: &[u8], mode: u32, gid: Option<u32>) -> io::Result<()> {
+    // Created owner-only; the group is set before the group bits are.
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(mode)
+        .mode(mode & 0o700)
         .open(tmp)?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::fchown(&file, None, Some(gid))?;
+    }
     // The umask may have removed bits from `mode`; set exactly what was asked for.
     file.set_permissions(fs::Permissions::from_mode(mode))?;
     file.write_all(contents)?;
@@ -113,15 +137,31 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Creates `dir` and its parents when missing; new folders get [`DIR_MODE`].
+/// Creates `dir` ([`DIR_MODE`]) and its missing parents ([`PARENT_MODE`]); an existing
+/// `dir` is left as it is.
 pub fn create_dir(dir: &Path) -> io::Result<()> {
+    create_dir_mode(dir, DIR_MODE).map(|_| ())
+}
+
+/// Creates `dir` with `mode` and its missing parents with [`PARENT_MODE`] (whatever the
+/// umask). Returns whether `dir` was created; an existing one is left as it is.
+pub fn create_dir_mode(dir: &Path, mode: u32) -> io::Result<bool> {
     if dir.is_dir() {
-        return Ok(());
+        return Ok(false);
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            create_dir_mode(parent, PARENT_MODE)?;
+        }
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        // another process made it meanwhile
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -149,6 +189,19 @@ mod tests {
         // no temporary files left behind
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn parents_are_traversable_and_the_folder_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("etc/virtgate/ca");
+        create_dir(&ca).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ca), 0o700);
+        assert_eq!(mode(&dir.path().join("etc/virtgate")), 0o755);
+        assert_eq!(mode(&dir.path().join("etc")), 0o755);
+        assert!(!create_dir_mode(&ca, 0o750).unwrap());
+        assert_eq!(mode(&ca), 0o700);
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub struct Index {
     pub crl_number: u64,
     /// Every certificate issued, oldest first.
     pub certs: Vec<IndexEntry>,
+    /// Where else every new CRL is written (absolute paths): the files gateways read, e.g.
+    /// `/etc/virtgate/pki/crl.pem`. Added by `issue-server --out DIR` and `crl --out FILE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl_copies: Vec<std::path::PathBuf>,
 }
 
 impl Default for Index {
@@ -125,6 +129,7 @@ impl Default for Index {
             version: FORMAT_VERSION,
             crl_number: 0,
             certs: Vec::new(),
+            crl_copies: Vec::new(),
         }
     }
 }

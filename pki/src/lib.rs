@@ -3,10 +3,14 @@
 //! # Layout
 //!
 //! ```text
-//! main.rs / cli.rs   the `virtgate-pki` command (clap), prints `error:` / `hint:`
+//! main.rs           the `virtgate-pki` command: prints `error:` / `hint:`
+//! cli.rs            its flags (clap; also read by virtgate-dist for man pages) and commands
 //!        │
 //! ca.rs             Ca: init/open a CA folder, issue server and client certificates,
 //!  │  │             sign CSRs, revoke, write files next to the certificates
+//!  │  ├─ publish.rs the gateway's files in a folder shared with its group; CRL copies
+//!  │  ├─ share.rs   groups and modes of shared folders; which folder keeps a user out
+//!  │  ├─ sysdb.rs   user and group names from /etc/passwd and /etc/group
 //!  │  ├─ crl.rs     signed CRLs from the revoked entries of the index
 //!  │  ├─ options.rs validity periods and the options of init / issue-*
 //!  │  ├─ index.rs   index.json: what was issued, revocations, CRL number (pure data)
@@ -26,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod cli;
 pub mod crl;
 pub mod error;
 pub mod files;
@@ -34,6 +39,9 @@ pub mod keyfile;
 pub mod names;
 pub mod options;
 pub mod passphrase;
+pub mod publish;
+pub mod share;
+pub mod sysdb;
 
 pub use ca::{Ca, ClientOptions, InitOptions, IssuedCert, ServerOptions, Validity};
 pub use error::{CaError, KeyFileError};
