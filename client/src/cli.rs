@@ -2,7 +2,10 @@
 //! [`Settings`], the one struct the rest of the client reads.
 //!
 //! Precedence: a flag beats the profile, the profile beats the built-in default. `--url`
-//! alone needs no profile; `-p NAME --url URL` takes the rest of `NAME` and overrides its URL.
+//! replaces the URL of the profile in use, which is the default one unless `-p NAME` names
+//! another: `--url virtgate://10.0.0.5` reaches the default profile's gateway by another
+//! address with that profile's `ca`, `cert`, `key` and `auth`. With no profile (or several
+//! and no `default`), `--url` needs no profile and the flags say the rest.
 //! Paths given as flags are relative to the current folder, paths in a profile relative to
 //! the config file's folder.
 
@@ -14,7 +17,8 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::passphrase::PassphraseSources;
-use crate::profile::{AuthKind, Env, Profiles};
+use crate::profile::{AuthKind, Env, Profile, Profiles};
+use crate::session::Keepalive;
 use crate::url::GatewayUrl;
 
 /// virtgate: reach the virtual machines behind a virtgated gateway.
@@ -36,7 +40,8 @@ pub struct GlobalArgs {
     #[arg(short = 'p', long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
     /// Gateway URL: virtgate://HOST[:PORT], virtgate+ssh://USER@HOST[:PORT][/SOCKET] or
-    /// virtgate+unix:///SOCKET (no profile needed with this)
+    /// virtgate+unix:///SOCKET. Replaces only the URL of the profile in use (the default one
+    /// unless -p), whose ca/cert/key/auth still apply; no profile is needed with this
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
     /// CA certificate (PEM) that verifies the gateway
@@ -232,6 +237,39 @@ pub struct Settings {
     pub home: Option<PathBuf>,
     /// The local user name (`$USER`), the SSH login when the URL names none.
     pub local_user: Option<String>,
+    /// How soon a gateway that stopped answering is given up (profile keys
+    /// `keepalive_interval_s`, `keepalive_timeout_s`).
+    pub keepalive: Keepalive,
+}
+
+/// The profile's keepalive keys over the defaults; 0 is refused (it would turn keepalive off
+/// or give up at once).
+fn keepalive(profile: Option<&Profile>) -> Result<Keepalive, Error> {
+    let mut k = Keepalive::default();
+    let Some(p) = profile else { return Ok(k) };
+    for (key, value, slot) in [
+        (
+            "keepalive_interval_s",
+            p.keepalive_interval_s,
+            &mut k.interval,
+        ),
+        ("keepalive_timeout_s", p.keepalive_timeout_s, &mut k.timeout),
+    ] {
+        match value {
+            None => {}
+            Some(0) => {
+                return Err(Error::Setting {
+                    message: format!("`{key} = 0` in profile `{}`", p.name),
+                    hint: format!(
+                        "give it at least 1 second, or remove it for the default ({} s)",
+                        slot.as_secs()
+                    ),
+                })
+            }
+            Some(s) => *slot = std::time::Duration::from_secs(s),
+        }
+    }
+    Ok(k)
 }
 
 impl GlobalArgs {
@@ -257,6 +295,10 @@ impl GlobalArgs {
             });
         }
         let pick = |flag: &Option<PathBuf>, prof: Option<&PathBuf>| flag.clone().or(prof.cloned());
+        let keepalive = keepalive(profile)?;
+        if let (Some(p), Some(_), None) = (profile, &self.url, &self.profile) {
+            tracing::debug!(profile = %p.name, "--url replaces the URL of the default profile; its other settings apply");
+        }
         Ok(Settings {
             url,
             profile: profile.map(|p| p.name.clone()),
@@ -282,6 +324,7 @@ impl GlobalArgs {
             accept_new_host_key: self.accept_new_host_key,
             home: env.home.as_ref().map(PathBuf::from),
             local_user: env.user.as_ref().map(|u| u.to_string_lossy().into_owned()),
+            keepalive,
         })
     }
 }
@@ -384,7 +427,7 @@ passphrase_command = "pass show hv1"
     }
 
     #[test]
-    fn url_alone_needs_no_profile_and_ignores_the_default() {
+    fn url_alone_keeps_the_default_profile_and_needs_none() {
         let g = GlobalArgs {
             url: Some("virtgate://10.0.0.1".into()),
             ..Default::default()
@@ -393,11 +436,52 @@ passphrase_command = "pass show hv1"
             key_passphrase: Some("x".into()),
             ..Default::default()
         };
+        // the same gateway by another address: the default profile's files still apply
         let s = g.resolve(&profiles(), &env).unwrap();
-        assert!(s.profile.is_none() && s.ca.is_none());
+        assert_eq!(s.url.authority(), "10.0.0.1:16520");
+        assert_eq!(s.profile.as_deref(), Some("hv1"));
+        assert_eq!(s.ca.as_deref(), Some(Path::new("/cfg/ca.pem")));
+        assert_eq!(s.cert.as_deref(), Some(Path::new("/cfg/alice.pem")));
+        assert_eq!(s.key.as_deref(), Some(Path::new("/cfg/alice.key")));
         assert_eq!(s.passphrase.source(), Source::Env);
+        // flags still beat it
+        let own = GlobalArgs {
+            ca: Some("other-ca.pem".into()),
+            ..g.clone()
+        };
+        let s = own.resolve(&profiles(), &env).unwrap();
+        assert_eq!(s.ca.as_deref(), Some(Path::new("other-ca.pem")));
+        // no profile at all: the flags say everything
         let s = g.resolve(&Profiles::default(), &Env::default()).unwrap();
         assert_eq!(s.url.authority(), "10.0.0.1:16520");
+        assert!(s.profile.is_none() && s.ca.is_none());
+    }
+
+    #[test]
+    fn keepalive_comes_from_the_profile_and_refuses_zero() {
+        use std::time::Duration;
+        let s = GlobalArgs::default()
+            .resolve(&profiles(), &Env::default())
+            .unwrap();
+        assert_eq!(s.keepalive, Keepalive::default());
+        let text = "[profile.k]\nurl = \"virtgate://gw\"\nkeepalive_interval_s = 2\nkeepalive_timeout_s = 3\n";
+        let p = Profiles::parse(Path::new("/cfg/config.toml"), text, None).unwrap();
+        let s = GlobalArgs::default().resolve(&p, &Env::default()).unwrap();
+        assert_eq!(
+            (s.keepalive.interval, s.keepalive.timeout),
+            (Duration::from_secs(2), Duration::from_secs(3))
+        );
+        let p = Profiles::parse(
+            Path::new("/cfg/config.toml"),
+            &text.replace("= 3", "= 0"),
+            None,
+        )
+        .unwrap();
+        let e = GlobalArgs::default()
+            .resolve(&p, &Env::default())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "`keepalive_timeout_s = 0` in profile `k`");
+        assert!(e.hint().unwrap().contains("at least 1 second"), "{e:?}");
     }
 
     #[test]

@@ -182,6 +182,20 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// The gateway stopped answering: no reply to an HTTP/2 PING (or SSH keepalive) in
+    /// time, so the connection was given up (it froze, or the network between broke).
+    #[error(
+        "the gateway at {server} stopped answering: no reply to keepalive within {timeout_s} s \
+         (nothing heard from it for {silent_s} s)"
+    )]
+    GatewayUnresponsive {
+        /// `host:port` (or the SSH URL) of the gateway.
+        server: String,
+        /// How long a keepalive answer may take (`keepalive_timeout_s`).
+        timeout_s: u64,
+        /// How long nothing had arrived when the connection was given up.
+        silent_s: u64,
+    },
     /// The HTTP/2 connection to the gateway broke.
     #[error("lost the connection to the gateway at {server}: {reason}")]
     ConnectionLost {
@@ -312,7 +326,9 @@ impl Error {
                 path.display()
             ),
             Error::Config { .. } => "profile keys are: url, ca, cert, key, auth (cert|kerberos), \
-                 service (Kerberos, default HTTP), passphrase_command, ssh_key (SSH); the top level has `default` and [profile.NAME] tables"
+                 service (Kerberos, default HTTP), passphrase_command, ssh_key (SSH), \
+                 keepalive_interval_s, keepalive_timeout_s; the top level has `default` and \
+                 [profile.NAME] tables"
                 .into(),
             Error::UnknownProfile { known, .. } | Error::NoDefaultProfile { known, .. } => {
                 if known.is_empty() {
@@ -355,8 +371,17 @@ impl Error {
             Error::BadResponse { .. } => {
                 "is the URL a virtgated gateway of a matching version?".into()
             }
+            Error::GatewayUnresponsive { .. } => {
+                "the network between here and the gateway broke (Wi-Fi, VPN, a firewall?) or the \
+                 gateway's host froze; check the network and that the gateway runs, then run the \
+                 command again (`keepalive_interval_s` / `keepalive_timeout_s` in the profile set \
+                 how long to wait)"
+                    .into()
+            }
             Error::ConnectionLost { .. } => {
-                "the gateway stopped or the network broke; run the command again".into()
+                "the gateway stopped, closed an idle connection (its `limits.idle_timeout_s`), or \
+                 the network broke; run the command again"
+                    .into()
             }
             Error::Listen { .. } => {
                 "pick another address or port with --listen (e.g. 127.0.0.1:0 for any free port)"
@@ -430,6 +455,26 @@ mod tests {
         assert_eq!(
             r,
             "error: no such domain: domain `x` does not exist or is not yours\nhint: run `virtgate list`"
+        );
+    }
+
+    #[test]
+    fn a_silent_gateway_is_reported_as_such() {
+        let e = Error::GatewayUnresponsive {
+            server: "gw:16520".into(),
+            timeout_s: 5,
+            silent_s: 10,
+        };
+        let r = report(&e);
+        assert!(
+            r.starts_with(
+                "error: the gateway at gw:16520 stopped answering: no reply to keepalive within 5 s"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains("hint: the network between here and the gateway broke"),
+            "{r}"
         );
     }
 

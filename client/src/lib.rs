@@ -19,7 +19,9 @@
 //!                                              agent keys, then key files) → one
 //!                                              direct-streamlocal channel to the socket;
 //!                                              unix: connect to the local socket
-//!          ──▶ session::Session::connect       HTTP/2 over that stream, driven by a task
+//!          ──▶ session::Session::connect       HTTP/2 over that stream, driven by a task;
+//!                                              PING keepalive (profile keepalive_*_s):
+//!                                              a silent gateway ends the command
 //!          ──▶ (kerberos) first request        `Authorization: Negotiate` (others wait);
 //!                                              gateway's mutual token checked → bound
 //!          ──▶ cmd::run                        whoami/list/info: Session::get_json
@@ -34,6 +36,7 @@
 //!                                                   cmd::relay: local listener →
 //!                                                   Session::open_tunnel per connection
 //!                                                   (extended CONNECT)
+//!          ──▶ session::Closer::close          GOAWAY + TLS close_notify (≤ 1 s)
 //! any failure ──▶ error::Error ──▶ error::report  `error: …` / `hint: …`, exit 1
 //! ```
 //!
@@ -88,11 +91,17 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         .build()
         .map_err(Error::Runtime)?;
     let profile = settings.profile.clone();
+    let keepalive = settings.keepalive;
     let result = runtime.block_on(async move {
-        let session = Session::connect(&transport).await?;
-        cmd::run(cli.command, session, profile.as_deref()).await
+        let session = Session::connect(&transport, keepalive).await?;
+        let closer = session.closer();
+        let result = cmd::run(cli.command, session, profile.as_deref()).await;
+        // A moment for GOAWAY and TLS close_notify, so the gateway sees a goodbye rather
+        // than a connection torn off; bounded, and nothing when the connection is gone.
+        closer.close().await;
+        result
     });
-    // Do not wait for tunnels or the connection task: the command is over.
+    // Do not wait for tunnels or the connection task any longer: the command is over.
     runtime.shutdown_background();
     result
 }

@@ -11,6 +11,8 @@
 //! auth = "cert"                # cert | kerberos
 //! service = "HTTP"             # kerberos: the gateway is HTTP/host@REALM (the default)
 //! passphrase_command = "pass show virtgate/hv1"
+//! keepalive_interval_s = 5     # optional: PING the gateway after 5 s of silence (default 5)
+//! keepalive_timeout_s = 5      # optional: and give it up 5 s later (default 5)
 //!
 //! [profile.hv2]
 //! url = "virtgate+ssh://alice@hv2.example.org"   # ca/cert/key/auth are not used over SSH
@@ -18,6 +20,13 @@
 //! ```
 //!
 //! Unknown keys are errors that name the line and column. Nothing under /etc is read.
+//!
+//! The keepalive keys bound how long a command waits on a gateway that stopped answering
+//! (a frozen host, a broken network): after `keepalive_interval_s` without a word from it
+//! the client sends an HTTP/2 PING (and SSH keepalives on `virtgate+ssh://`), and when no
+//! answer came `keepalive_timeout_s` later the command ends with "the gateway stopped
+//! answering". `--url` without `-p` still takes these, and `ca`/`cert`/`key`/`auth`, from
+//! the default profile (see [`Profiles::select`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -111,6 +120,10 @@ struct ProfileFile {
     passphrase_command: Option<String>,
     /// SSH private key file (OpenSSH format, may be encrypted); relative to the config folder.
     ssh_key: Option<PathBuf>,
+    /// Seconds without a word from the gateway before it is sent a keepalive PING.
+    keepalive_interval_s: Option<u64>,
+    /// Seconds the gateway has to answer a keepalive before it is given up.
+    keepalive_timeout_s: Option<u64>,
 }
 
 /// A profile with its paths made absolute.
@@ -134,6 +147,10 @@ pub struct Profile {
     pub passphrase_command: Option<String>,
     /// SSH private key file for `virtgate+ssh://` URLs (tried after the ssh-agent's keys).
     pub ssh_key: Option<PathBuf>,
+    /// `keepalive_interval_s`: seconds of silence before a keepalive PING (default 5).
+    pub keepalive_interval_s: Option<u64>,
+    /// `keepalive_timeout_s`: seconds a keepalive may go unanswered (default 5).
+    pub keepalive_timeout_s: Option<u64>,
 }
 
 /// All profiles of one config file.
@@ -191,6 +208,8 @@ impl Profiles {
                     service: p.service,
                     passphrase_command: p.passphrase_command,
                     ssh_key: fix(p.ssh_key),
+                    keepalive_interval_s: p.keepalive_interval_s,
+                    keepalive_timeout_s: p.keepalive_timeout_s,
                 };
                 (name, profile)
             })
@@ -217,8 +236,11 @@ impl Profiles {
         }
     }
 
-    /// The profile to use: `-p NAME`, else none when `--url` is given, else `default`, else the
-    /// only one. `Ok(None)` means "no profile"; the caller needs `--url` then.
+    /// The profile to use: `-p NAME`, else `default`, else the only one. `Ok(None)` means
+    /// "no profile"; the caller needs `--url` then. With `--url` (`have_url`) the same
+    /// profile supplies everything but the URL (its `ca`, `cert`, `key`, `auth`, ...: the
+    /// same gateway reached by another address), and when no profile is the obvious one
+    /// that is no error: the flags must say it all.
     pub fn select(&self, name: Option<&str>, have_url: bool) -> Result<Option<&Profile>, Error> {
         if let Some(n) = name {
             return self
@@ -227,7 +249,7 @@ impl Profiles {
                 .map(Some)
                 .ok_or_else(|| self.unknown(n));
         }
-        if have_url {
+        if have_url && self.default.is_none() && self.profiles.len() != 1 {
             return Ok(None);
         }
         if let Some(d) = &self.default {
@@ -330,7 +352,8 @@ ssh_key = "keys/id_hv2"
         assert_eq!(p.select(None, false).unwrap().unwrap().name, "hv1");
         assert_eq!(p.select(Some("lab"), false).unwrap().unwrap().name, "lab");
         assert_eq!(p.select(Some("lab"), true).unwrap().unwrap().name, "lab");
-        assert!(p.select(None, true).unwrap().is_none());
+        // --url alone keeps the default profile's files: the same gateway by another address
+        assert_eq!(p.select(None, true).unwrap().unwrap().name, "hv1");
         let e = p.select(Some("nope"), false).unwrap_err();
         assert!(e.to_string().contains("no profile `nope`"));
         assert!(e.hint().unwrap().contains("hv1, lab, ssh"));
@@ -351,6 +374,21 @@ ssh_key = "keys/id_hv2"
         )
         .unwrap();
         assert_eq!(one.select(None, false).unwrap().unwrap().name, "a");
+        assert_eq!(one.select(None, true).unwrap().unwrap().name, "a");
+        // --url with several profiles and no default: none of them, and no error
+        assert!(p.select(None, true).unwrap().is_none());
+    }
+
+    #[test]
+    fn keepalive_keys_are_read() {
+        let text = "[profile.a]\nurl = \"virtgate://a\"\nkeepalive_interval_s = 2\nkeepalive_timeout_s = 3\n";
+        let p = Profiles::parse(Path::new("/c/config.toml"), text, None).unwrap();
+        let a = &p.profiles["a"];
+        assert_eq!(
+            (a.keepalive_interval_s, a.keepalive_timeout_s),
+            (Some(2), Some(3))
+        );
+        assert_eq!(parsed().profiles["hv1"].keepalive_interval_s, None);
     }
 
     #[test]

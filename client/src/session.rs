@@ -17,7 +17,11 @@
 //!
 //! When the connection dies, its task records why; [`Session::closed`] resolves then, and a
 //! request that failed because of it reports the connection's error (in TLS 1.3 that is where
-//! the gateway's verdict on our certificate shows up).
+//! the gateway's verdict on our certificate shows up). HTTP/2 PINGs ([`Keepalive`], from the
+//! profile) find a gateway that vanished without closing; [`liveness`] tells that end apart
+//! from a closed connection, so every command ends with "the gateway stopped answering".
+//! [`Session::closer`] lets the command's end wait for a clean goodbye (GOAWAY, TLS
+//! close_notify) instead of tearing the connection off.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +46,12 @@ use crate::transport::kerberos::{self, Challenge, Negotiation};
 use crate::transport::Transport;
 
 mod body;
+pub mod liveness;
 
 use body::content_type;
 pub use body::BodyStream;
+pub use liveness::Keepalive;
+use liveness::{Liveness, Watched};
 
 /// Largest response body read into memory (JSON and problem bodies are small).
 const MAX_BODY: usize = 16 << 20;
@@ -69,7 +76,19 @@ struct Payload {
 }
 
 /// How the connection ended, as recorded by its driver task.
-type Ending = Option<Arc<Option<hyper::Error>>>;
+#[derive(Debug)]
+enum End {
+    /// It closed, or broke with this error.
+    Closed(Option<hyper::Error>),
+    /// The gateway stopped answering: nothing arrived for this long, the keepalive ran out.
+    Stalled(Duration),
+}
+
+/// `None` while the connection runs.
+type Ending = Option<Arc<End>>;
+
+/// How long the end of a command waits for the connection to close cleanly.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// A handle on the HTTP/2 connection. Clones share the connection.
 #[derive(Clone)]
@@ -84,6 +103,27 @@ pub struct Session {
     ended: watch::Receiver<Ending>,
     /// Whether the connection still has to log in; locked across the login request.
     login: Arc<Mutex<Login>>,
+    /// The keepalive the connection runs, for messages.
+    keepalive: Keepalive,
+    /// When bytes last arrived; whether the byte stream is gone.
+    liveness: Arc<Liveness>,
+}
+
+/// Waits, at the end of a command, for the connection to close cleanly.
+#[derive(Debug)]
+pub struct Closer {
+    /// The session's watch on its byte stream.
+    liveness: Arc<Liveness>,
+}
+
+impl Closer {
+    /// Once every [`Session`] handle and stream is dropped, hyper says GOAWAY and shuts the
+    /// byte stream down (TLS close_notify); wait for that, at most [`CLOSE_WAIT`].
+    pub async fn close(self) {
+        if !self.liveness.released(CLOSE_WAIT).await {
+            tracing::debug!("the connection did not close within {CLOSE_WAIT:?}; leaving anyway");
+        }
+    }
 }
 
 /// The login state of the connection.
@@ -106,8 +146,9 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Connect the transport and run the HTTP/2 handshake.
-    pub async fn connect(transport: &Transport) -> Result<Session, Error> {
+    /// Connect the transport and run the HTTP/2 handshake; `keepalive` finds a gateway that
+    /// stopped answering.
+    pub async fn connect(transport: &Transport, keepalive: Keepalive) -> Result<Session, Error> {
         let mut connected = transport.connect().await?;
         let login = match connected.negotiation.take() {
             Some(n) => Login::Pending(n),
@@ -119,22 +160,38 @@ impl Session {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_interval(keepalive.interval)
+            .keep_alive_timeout(keepalive.timeout)
             .keep_alive_while_idle(true);
+        let (stream, liveness) = Watched::new(connected.stream);
         let (send, conn) = builder
-            .handshake(TokioIo::new(connected.stream))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| lost(&connected.context, &e))?;
         let (tx, ended) = watch::channel(None);
+        let watch = liveness.clone();
         tokio::spawn(async move {
             let result = conn.await;
-            if let Err(e) = &result {
-                tracing::debug!(error = %chain_text(e), "HTTP/2 connection ended");
-            } else {
-                tracing::debug!("HTTP/2 connection closed");
-            }
-            let _ = tx.send(Some(Arc::new(result.err())));
+            let silent = watch.silent_for();
+            let end = match result {
+                // hyper ends a connection whose keepalive ran out without an error of its own
+                _ if keepalive.ran_out(silent) => {
+                    tracing::debug!(
+                        ?silent,
+                        "HTTP/2 connection ended: the gateway stopped answering"
+                    );
+                    End::Stalled(silent)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %chain_text(&e), "HTTP/2 connection ended");
+                    End::Closed(Some(e))
+                }
+                Ok(_) => {
+                    tracing::debug!("HTTP/2 connection closed");
+                    End::Closed(None)
+                }
+            };
+            let _ = tx.send(Some(Arc::new(end)));
         });
         Ok(Session {
             send,
@@ -142,7 +199,16 @@ impl Session {
             context: connected.context,
             ended,
             login: Arc::new(Mutex::new(login)),
+            keepalive,
+            liveness,
         })
+    }
+
+    /// A handle that outlives this session, for the end of the command: see [`Closer`].
+    pub fn closer(&self) -> Closer {
+        Closer {
+            liveness: self.liveness.clone(),
+        }
     }
 
     /// `host:port` of the gateway, for messages.
@@ -287,8 +353,8 @@ impl Session {
             .ok()
             .and_then(|e| e.clone());
         match ending {
-            Some(end) => self.ending_error((*end).as_ref()),
-            None => self.ending_error(None),
+            Some(end) => self.ending_error(&end),
+            None => self.ending_error(&End::Closed(None)),
         }
     }
 
@@ -460,6 +526,10 @@ impl Session {
         if let Some(t) = find_tls_error(e) {
             return self.tls(TlsFailure::from_rustls(&t));
         }
+        if e.is_timeout() {
+            // hyper's keepalive timed out while this request waited
+            return self.unresponsive(self.liveness.silent_for());
+        }
         let mut rx = self.ended.clone();
         let ending = tokio::time::timeout(VERDICT_WAIT, rx.wait_for(|e| e.is_some()))
             .await
@@ -467,9 +537,9 @@ impl Session {
             .and_then(|r| r.ok().and_then(|e| e.clone()));
         match ending {
             // the connection ended: its error explains this request's failure
-            Some(end) => match (*end).as_ref() {
-                Some(conn_err) => self.ending_error(Some(conn_err)),
-                None => lost(&self.context, e),
+            Some(end) => match &*end {
+                End::Closed(None) => lost(&self.context, e),
+                end => self.ending_error(end),
             },
             // the connection is fine: only this request failed
             None => Error::BadResponse {
@@ -479,22 +549,31 @@ impl Session {
         }
     }
 
-    fn ending_error(&self, err: Option<&hyper::Error>) -> Error {
-        match err {
-            Some(e) => match find_tls_error(e) {
+    fn ending_error(&self, end: &End) -> Error {
+        match end {
+            End::Stalled(silent) => self.unresponsive(*silent),
+            End::Closed(Some(e)) => match find_tls_error(e) {
                 Some(t) => self.tls(TlsFailure::from_rustls(&t)),
                 None => lost(&self.context, e),
             },
-            None => Error::ConnectionLost {
+            End::Closed(None) => Error::ConnectionLost {
                 server: self.context.server.clone(),
                 reason: "the gateway closed the connection".into(),
             },
         }
     }
 
+    fn unresponsive(&self, silent: Duration) -> Error {
+        Error::GatewayUnresponsive {
+            server: self.context.server.clone(),
+            timeout_s: self.keepalive.timeout.as_secs(),
+            silent_s: silent.as_secs(),
+        }
+    }
+
     fn tls(&self, failure: TlsFailure) -> Error {
         Error::Tls {
-            failure,
+            failure: failure.refine(&self.context),
             context: Box::new(self.context.clone()),
         }
     }
@@ -513,7 +592,7 @@ fn challenge_kind(c: &Challenge) -> &'static str {
 fn lost(context: &TlsContext, e: &hyper::Error) -> Error {
     if let Some(t) = find_tls_error(e) {
         return Error::Tls {
-            failure: TlsFailure::from_rustls(&t),
+            failure: TlsFailure::from_rustls(&t).refine(context),
             context: Box::new(context.clone()),
         };
     }

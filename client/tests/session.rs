@@ -26,7 +26,7 @@ use virtgate_client::cli::Settings;
 use virtgate_client::error::{report, Error, TlsFailure};
 use virtgate_client::passphrase::PassphraseSources;
 use virtgate_client::profile::AuthKind;
-use virtgate_client::session::Session;
+use virtgate_client::session::{Keepalive, Session};
 use virtgate_client::transport::Transport;
 use virtgate_client::url::GatewayUrl;
 use virtgate_proto::{ApiPath, Problem, TunnelKind, WhoAmI};
@@ -84,6 +84,15 @@ fn pki(sans: &[&str]) -> Pki {
     let (c, k) = leaf(&issuer, &[], "alice", ExtendedKeyUsagePurpose::ClientAuth);
     w("alice.pem", &c);
     w("alice.key", &k);
+    // valid only from next year: the gateway's alert says "expired" all the same
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "early");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = rcgen::date_time_ymd(9990, 1, 1);
+    p.not_after = rcgen::date_time_ymd(9999, 1, 1);
+    w("early.pem", &p.signed_by(&key, &issuer).unwrap().pem());
+    w("early.key", &key.serialize_pem());
     let (other, other_pem) = ca("other CA");
     w("other-ca.pem", &other_pem);
     let (c, k) = leaf(&other, &[], "mallory", ExtendedKeyUsagePurpose::ClientAuth);
@@ -193,11 +202,12 @@ fn settings(pki: &Pki, url: &str, cert: Option<&str>) -> Settings {
         accept_new_host_key: false,
         home: None,
         local_user: None,
+        keepalive: Keepalive::default(),
     }
 }
 
 async fn session(s: &Settings) -> Result<Session, Error> {
-    Session::connect(&Transport::prepare(s)?).await
+    Session::connect(&Transport::prepare(s)?, s.keepalive).await
 }
 
 async fn echo_through(session: &Session) {
@@ -288,6 +298,125 @@ async fn rejected_client_certificates_are_named_at_the_first_request() {
         report(&e)
     );
     assert!(report(&e).contains("mallory.pem"), "{}", report(&e));
+
+    // not valid yet: TLS has only the "expired" alert; our certificate's dates tell
+    let e = match session(&settings(&pki, &url, Some("early"))).await {
+        Ok(s) => s.get_json::<WhoAmI>(&ApiPath::WhoAmI).await.unwrap_err(),
+        Err(e) => e,
+    };
+    let r = report(&e);
+    assert!(
+        r.starts_with(
+            "error: the gateway rejected our client certificate: it is not yet valid (valid from 9990-01-01 00:00:00 UTC)"
+        ),
+        "{r}"
+    );
+    assert!(
+        r.contains("hint: check the clock of this machine and of the gateway"),
+        "{r}"
+    );
+}
+
+/// A TCP relay that can be cut: after `cut`, it neither reads nor writes but keeps both
+/// sockets open, like a network that silently drops everything (or a frozen peer).
+async fn cuttable_relay(to: SocketAddr) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cut_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                return;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (mut r, mut w) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(sr), Box::new(cw)),
+            ] {
+                let mut cut = cut_rx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = tokio::select! {
+                            n = r.read(&mut buf) => n.unwrap_or(0),
+                            _ = cut.wait_for(|c| *c) => break,
+                        };
+                        if n == 0 || w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    // cut: hold both ends open, silently
+                    std::future::pending::<()>().await;
+                    drop((r, w));
+                });
+            }
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test]
+async fn a_gateway_that_stops_answering_ends_the_session_with_a_keepalive_error() {
+    let pki = pki(&["localhost", "127.0.0.1"]);
+    let addr = serve(&pki, "127.0.0.1:0").await;
+    let (relay, cut) = cuttable_relay(addr).await;
+    let mut s = settings(
+        &pki,
+        &format!("virtgate://127.0.0.1:{}", relay.port()),
+        Some("alice"),
+    );
+    s.keepalive = Keepalive {
+        interval: std::time::Duration::from_secs(1),
+        timeout: std::time::Duration::from_secs(1),
+    };
+    let session = session(&s).await.unwrap();
+    let who: WhoAmI = session.get_json(&ApiPath::WhoAmI).await.unwrap();
+    assert_eq!(who.user, "alice");
+    let path = ApiPath::Tunnel {
+        domain: Some("vm1".into()),
+        kind: TunnelKind::Vnc,
+    };
+    let mut tunnel = session.open_tunnel(&path).await.unwrap();
+    // idle for longer than the keepalive bound: PINGs keep it alive
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tunnel.write_all(b"still here").await.unwrap();
+    let mut buf = [0u8; 10];
+    tunnel.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
+
+    cut.send_replace(true);
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(30), session.closed())
+        .await
+        .expect("the session notices the silence");
+    let took = started.elapsed();
+    eprintln!(
+        "client gave the silent gateway up after {:.1} s",
+        took.as_secs_f64()
+    );
+    let r = report(&e);
+    assert!(
+        r.starts_with(&format!(
+            "error: the gateway at 127.0.0.1:{} stopped answering: no reply to keepalive within 1 s",
+            relay.port()
+        )),
+        "{r}"
+    );
+    assert!(
+        r.contains("hint: the network between here and the gateway broke"),
+        "{r}"
+    );
+    // the tunnel breaks too, and a new request reports the same
+    assert!(tunnel.read(&mut buf).await.map(|n| n == 0).unwrap_or(true));
+    let e = session
+        .get_json::<WhoAmI>(&ApiPath::WhoAmI)
+        .await
+        .unwrap_err();
+    assert!(report(&e).contains("stopped answering"), "{}", report(&e));
 }
 
 #[tokio::test]

@@ -45,8 +45,23 @@ pub enum TlsFailure {
     ClientCertUnknown,
     /// The gateway says our certificate is revoked.
     ClientCertRevoked,
-    /// The gateway says our certificate has expired.
+    /// The gateway says our certificate has expired (or is not valid yet: TLS has one alert
+    /// for both; [`TlsFailure::refine`] tells them apart by our certificate's dates).
     ClientCertExpired,
+    /// The gateway refused our certificate's dates, and by this machine's clock too it is
+    /// not valid yet.
+    ClientCertNotYetValid {
+        /// Start of its validity, e.g. `2026-12-03 10:00:00 UTC`.
+        not_before: String,
+    },
+    /// The gateway refused our certificate's dates, but by this machine's clock it is valid:
+    /// one of the two clocks is wrong (most likely the gateway's).
+    ClientCertClockSkew {
+        /// Start of its validity.
+        not_before: String,
+        /// End of its validity.
+        not_after: String,
+    },
     /// The peer does not speak HTTP/2 (ALPN `h2`).
     NoH2,
     /// Anything else rustls reports.
@@ -90,6 +105,18 @@ impl std::fmt::Display for TlsFailure {
             TlsFailure::ClientCertExpired => {
                 f.write_str("the gateway rejected our client certificate: it has expired")
             }
+            TlsFailure::ClientCertNotYetValid { not_before } => write!(
+                f,
+                "the gateway rejected our client certificate: it is not yet valid (valid from {not_before})"
+            ),
+            TlsFailure::ClientCertClockSkew {
+                not_before,
+                not_after,
+            } => write!(
+                f,
+                "the gateway rejected our client certificate as expired or not yet valid, but by \
+                 this machine's clock it is valid (from {not_before} until {not_after})"
+            ),
             TlsFailure::NoH2 => f.write_str("the server does not speak HTTP/2 (ALPN h2)"),
             TlsFailure::Other(s) => write!(f, "TLS failed: {s}"),
         }
@@ -141,6 +168,20 @@ impl TlsFailure {
         }
     }
 
+    /// The gateway's one alert for "expired" and "not yet valid" made precise with our own
+    /// certificate's dates (read from `cx.cert`) and this machine's clock; every other
+    /// failure, and an unreadable certificate, as is.
+    pub fn refine(self, cx: &TlsContext) -> TlsFailure {
+        if self != TlsFailure::ClientCertExpired {
+            return self;
+        }
+        let Some(path) = &cx.cert else { return self };
+        match validity_of(path) {
+            Some((from, until)) => judge_dates(x509_parser::time::ASN1Time::now(), from, until),
+            None => self,
+        }
+    }
+
     /// What to do about it.
     pub fn hint(&self, cx: &TlsContext) -> String {
         let ca = cx
@@ -185,6 +226,16 @@ impl TlsFailure {
                  profile, or ask the admin for a new one: `virtgate-pki issue-client USER`",
                 cert_name(cx)
             ),
+            TlsFailure::ClientCertNotYetValid { .. } => format!(
+                "check the clock of this machine and of the gateway (`date -u` on both; NTP): {} \
+                 was issued for a time that has not come yet, or the clocks are behind",
+                cert_name(cx)
+            ),
+            TlsFailure::ClientCertClockSkew { .. } => {
+                "check the clock of the gateway and of this machine (`date -u` on both; NTP): \
+                 the gateway's clock is probably wrong, so ask its admin"
+                    .into()
+            }
             TlsFailure::ClientCertRevoked | TlsFailure::ClientCertExpired => format!(
                 "{} can no longer be used: ask the gateway's admin for a new one: \
                  `virtgate-pki issue-client USER`",
@@ -200,6 +251,52 @@ impl TlsFailure {
             ),
         }
     }
+}
+
+/// The validity period of the first certificate in a PEM file.
+fn validity_of(
+    path: &std::path::Path,
+) -> Option<(x509_parser::time::ASN1Time, x509_parser::time::ASN1Time)> {
+    use x509_parser::prelude::FromDer;
+    let certs = virtgate_pki::keyfile::load_certs(path).ok()?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(certs.first()?).ok()?;
+    let v = cert.validity();
+    Some((v.not_before, v.not_after))
+}
+
+/// What the gateway's "certificate expired" alert means, given the certificate's dates and
+/// our clock.
+fn judge_dates(
+    now: x509_parser::time::ASN1Time,
+    not_before: x509_parser::time::ASN1Time,
+    not_after: x509_parser::time::ASN1Time,
+) -> TlsFailure {
+    if now < not_before {
+        TlsFailure::ClientCertNotYetValid {
+            not_before: utc(not_before),
+        }
+    } else if now > not_after {
+        TlsFailure::ClientCertExpired
+    } else {
+        TlsFailure::ClientCertClockSkew {
+            not_before: utc(not_before),
+            not_after: utc(not_after),
+        }
+    }
+}
+
+/// `2026-12-03 10:00:00 UTC`
+fn utc(t: x509_parser::time::ASN1Time) -> String {
+    let d = t.to_datetime();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        d.hour(),
+        d.minute(),
+        d.second()
+    )
 }
 
 fn cert_name(cx: &TlsContext) -> String {
@@ -374,6 +471,66 @@ mod tests {
             ..Default::default()
         };
         assert!(f.hint(&cx).contains("/p/ca.pem"));
+    }
+
+    #[test]
+    fn expired_alert_is_told_apart_by_the_certificate_dates() {
+        use x509_parser::time::ASN1Time;
+        let at = |s: i64| ASN1Time::from_timestamp(s).unwrap();
+        // 2026-12-03 10:00:00 UTC .. 2027-12-03 10:00:00 UTC
+        let (from, until) = (at(1_796_292_000), at(1_827_828_000));
+        let early = judge_dates(at(1_796_291_000), from, until);
+        assert_eq!(
+            early.to_string(),
+            "the gateway rejected our client certificate: it is not yet valid (valid from 2026-12-03 10:00:00 UTC)"
+        );
+        assert!(early
+            .hint(&TlsContext::default())
+            .starts_with("check the clock of this machine and of the gateway"));
+        assert_eq!(
+            judge_dates(at(1_827_829_000), from, until),
+            TlsFailure::ClientCertExpired
+        );
+        let skew = judge_dates(at(1_800_000_000), from, until);
+        assert!(
+            matches!(skew, TlsFailure::ClientCertClockSkew { .. }),
+            "{skew}"
+        );
+        assert!(skew
+            .hint(&TlsContext::default())
+            .contains("gateway's clock"));
+    }
+
+    #[test]
+    fn refine_reads_our_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["alice".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(9990, 1, 1);
+        params.not_after = rcgen::date_time_ymd(9999, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.path().join("alice.pem");
+        std::fs::write(&path, cert.pem()).unwrap();
+        let cx = TlsContext {
+            cert: Some(path),
+            ..Default::default()
+        };
+        let f = TlsFailure::ClientCertExpired.refine(&cx);
+        assert_eq!(
+            f,
+            TlsFailure::ClientCertNotYetValid {
+                not_before: "9990-01-01 00:00:00 UTC".into()
+            }
+        );
+        // other failures, and no certificate to look at, stay as they are
+        assert_eq!(
+            TlsFailure::ClientCertRevoked.refine(&cx),
+            TlsFailure::ClientCertRevoked
+        );
+        assert_eq!(
+            TlsFailure::ClientCertExpired.refine(&TlsContext::default()),
+            TlsFailure::ClientCertExpired
+        );
     }
 
     #[test]

@@ -35,9 +35,6 @@ use crate::error::{Error, SshFailure, TlsContext};
 use crate::passphrase::PassphraseSources;
 use crate::url::{GatewayUrl, Host};
 
-/// How often an idle SSH connection is probed, and how many unanswered probes end it.
-const KEEPALIVE: (Duration, usize) = (Duration::from_secs(30), 3);
-
 /// A prepared SSH transport: who, where, and which files to use.
 #[derive(Debug)]
 pub struct SshTransport {
@@ -61,6 +58,9 @@ pub struct SshTransport {
     passphrase: PassphraseSources,
     /// The URL, for messages about the connection once it stands.
     url: String,
+    /// How often a silent SSH connection is probed, and how many unanswered probes end it
+    /// (from the profile's HTTP/2 keepalive, so that both give up after the same silence).
+    keepalive: (Duration, usize),
 }
 
 impl SshTransport {
@@ -106,6 +106,7 @@ impl SshTransport {
             configured: configured.is_some(),
             passphrase: settings.passphrase.clone(),
             url: settings.url.to_string(),
+            keepalive: settings.keepalive.ssh(),
         })
     }
 
@@ -127,7 +128,7 @@ impl SshTransport {
                     attempts,
                 })?;
         tracing::debug!(%addr, "TCP connected; SSH handshake");
-        let config = Arc::new(client_config(&known.algorithms_for(&name)));
+        let config = Arc::new(client_config(&known.algorithms_for(&name), self.keepalive));
         let shared = Arc::new(Mutex::new(Shared::default()));
         let client = Client {
             known,
@@ -206,9 +207,9 @@ impl SshTransport {
     }
 }
 
-/// russh settings: keepalives, no Nagle, and the host key types known_hosts has for this
-/// host asked for first.
-fn client_config(known: &[Algorithm]) -> russh::client::Config {
+/// russh settings: keepalives (interval, unanswered probes before giving up), no Nagle,
+/// and the host key types known_hosts has for this host asked for first.
+fn client_config(known: &[Algorithm], keepalive: (Duration, usize)) -> russh::client::Config {
     let mut preferred = russh::Preferred::default();
     let family = |a: &Algorithm, b: &Algorithm| {
         a == b || (matches!(a, Algorithm::Rsa { .. }) && matches!(b, Algorithm::Rsa { .. }))
@@ -230,8 +231,8 @@ fn client_config(known: &[Algorithm]) -> russh::client::Config {
     preferred.key = Cow::Owned(keys);
     russh::client::Config {
         preferred,
-        keepalive_interval: Some(KEEPALIVE.0),
-        keepalive_max: KEEPALIVE.1,
+        keepalive_interval: Some(keepalive.0),
+        keepalive_max: keepalive.1,
         nodelay: true,
         ..Default::default()
     }
@@ -498,11 +499,14 @@ mod tests {
         let ecdsa = Algorithm::Ecdsa {
             curve: russh::keys::EcdsaCurve::NistP256,
         };
-        let c = client_config(std::slice::from_ref(&ecdsa));
+        let keepalive = crate::session::Keepalive::default().ssh();
+        let c = client_config(std::slice::from_ref(&ecdsa), keepalive);
         assert_eq!(c.preferred.key[0], ecdsa);
+        assert_eq!(c.keepalive_interval, Some(Duration::from_secs(5)));
+        assert_eq!(c.keepalive_max, 1);
         assert_eq!(c.preferred.key.len(), russh::Preferred::default().key.len());
         // an ssh-rsa entry brings the rsa-sha2 variants forward
-        let c = client_config(&[Algorithm::Rsa { hash: None }]);
+        let c = client_config(&[Algorithm::Rsa { hash: None }], keepalive);
         assert!(matches!(c.preferred.key[0], Algorithm::Rsa { .. }));
         assert!(c
             .preferred
@@ -510,7 +514,7 @@ mod tests {
             .iter()
             .take(3)
             .all(|a| matches!(a, Algorithm::Rsa { .. })));
-        let c = client_config(&[]);
+        let c = client_config(&[], keepalive);
         assert_eq!(c.preferred.key, russh::Preferred::default().key);
     }
 }

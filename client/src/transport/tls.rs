@@ -153,7 +153,7 @@ impl TlsTransport {
 
     fn tls_error(&self, failure: TlsFailure) -> Error {
         Error::Tls {
-            failure,
+            failure: failure.refine(&self.context),
             context: Box::new(self.context.clone()),
         }
     }

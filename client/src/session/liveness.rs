@@ -1,0 +1,226 @@
+//! Is the gateway still there? HTTP/2 PING keepalive settings ([`Keepalive`]) and a watch on
+//! the connection's byte stream ([`Watched`], [`Liveness`]) that tells, when the connection
+//! ends, whether it ended because the gateway stopped answering.
+//!
+//! hyper sends a PING after `interval` without a frame from the gateway and gives up when
+//! no answer came within `timeout`; the gateway does the same from its side. hyper then
+//! ends the connection without an error of its own (its dispatch task reports a clean end),
+//! so the session cannot tell a dead gateway from one that closed the connection. The watch
+//! can: it records when bytes last arrived. A live gateway is never silent for longer than
+//! `interval` plus a round trip (it answers our PINGs and sends its own), so a connection
+//! that ended after `interval + timeout` of silence ended because the keepalive ran out,
+//! however the end showed up (hyper's timeout, or the SSH transport's own keepalive closing
+//! the channel).
+//!
+//! The watch also tells when the transport is gone for good ([`Liveness::released`]): after
+//! a command the client waits a moment for HTTP/2 to say GOAWAY and TLS to send
+//! close_notify, so the gateway sees a clean goodbye instead of a connection torn off.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+/// HTTP/2 keepalive: a PING after `interval` of silence, answered within `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence after which a PING is sent (profile key `keepalive_interval_s`).
+    pub interval: Duration,
+    /// How long the answer may take (profile key `keepalive_timeout_s`).
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    /// 5 s + 5 s: a vanished gateway is noticed within 10 s, like the gateway notices a
+    /// vanished client (its `[limits]` defaults).
+    fn default() -> Self {
+        Keepalive {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Keepalive {
+    /// The longest silence a live gateway can keep: after this much, the keepalive has run out.
+    pub fn bound(&self) -> Duration {
+        self.interval + self.timeout
+    }
+
+    /// Whether a connection that ended after `silent` without a byte from the gateway ended
+    /// because the keepalive ran out (a little slack for timer rounding).
+    pub fn ran_out(&self, silent: Duration) -> bool {
+        silent + Duration::from_millis(100) >= self.bound()
+    }
+
+    /// russh's keepalive for the SSH transport: probes every `interval`, and gives up after
+    /// enough unanswered ones to cover `timeout` (it ends the session after `max + 1`
+    /// intervals of silence, so no earlier than HTTP/2's own keepalive).
+    pub fn ssh(&self) -> (Duration, usize) {
+        let interval = self.interval.max(Duration::from_secs(1));
+        let max = self
+            .timeout
+            .as_millis()
+            .div_ceil(interval.as_millis())
+            .max(1);
+        (interval, usize::try_from(max).unwrap_or(usize::MAX))
+    }
+}
+
+/// What the watch has seen of one connection's byte stream.
+#[derive(Debug)]
+pub struct Liveness {
+    /// When the watch started; the zero of `last_read_ms`.
+    born: Instant,
+    /// Milliseconds after `born` at which bytes last arrived.
+    last_read_ms: AtomicU64,
+    /// Set to `true` when the byte stream has been dropped (the connection is over).
+    released: watch::Sender<bool>,
+}
+
+impl Liveness {
+    /// How long nothing has arrived.
+    pub fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_read_ms.load(Relaxed));
+        self.born.elapsed().saturating_sub(last)
+    }
+
+    /// Resolves when the byte stream has been dropped, or after `wait`, whichever is first.
+    pub async fn released(&self, wait: Duration) -> bool {
+        let mut rx = self.released.subscribe();
+        tokio::time::timeout(wait, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn record_read(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_read_ms.store(ms, Relaxed);
+    }
+}
+
+/// A byte stream whose reads are recorded in a [`Liveness`].
+pub struct Watched<S> {
+    /// The transport's stream.
+    inner: S,
+    /// Shared with the session.
+    liveness: Arc<Liveness>,
+}
+
+impl<S> Watched<S> {
+    /// Watch `inner`; the [`Liveness`] is for the session to ask.
+    pub fn new(inner: S) -> (Watched<S>, Arc<Liveness>) {
+        let (released, _) = watch::channel(false);
+        let liveness = Arc::new(Liveness {
+            born: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+            released,
+        });
+        (
+            Watched {
+                inner,
+                liveness: liveness.clone(),
+            },
+            liveness,
+        )
+    }
+}
+
+impl<S> Drop for Watched<S> {
+    fn drop(&mut self) {
+        self.liveness.released.send_replace(true);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.liveness.record_read();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn defaults_notice_a_dead_gateway_within_ten_seconds() {
+        let k = Keepalive::default();
+        assert_eq!(k.bound(), Duration::from_secs(10));
+        assert!(k.ran_out(Duration::from_secs(10)));
+        assert!(k.ran_out(Duration::from_millis(9_950)));
+        // a live gateway is silent for at most an interval plus a round trip
+        assert!(!k.ran_out(Duration::from_millis(5_300)));
+        assert!(!k.ran_out(Duration::ZERO));
+    }
+
+    #[test]
+    fn ssh_keepalive_covers_the_timeout() {
+        let k = Keepalive::default();
+        assert_eq!(k.ssh(), (Duration::from_secs(5), 1));
+        let k = Keepalive {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+        };
+        // gives up after (3 + 1) * 2 = 8 s >= 2 + 5
+        assert_eq!(k.ssh(), (Duration::from_secs(2), 3));
+    }
+
+    #[tokio::test]
+    async fn reads_are_recorded_and_the_drop_is_seen() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let (mut w, live) = Watched::new(a);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(live.silent_for() >= Duration::from_millis(30));
+        b.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        w.read_exact(&mut buf).await.unwrap();
+        assert!(live.silent_for() < Duration::from_millis(30));
+        assert!(!live.released(Duration::from_millis(10)).await);
+        drop(w);
+        assert!(live.released(Duration::from_secs(5)).await);
+    }
+}
