@@ -246,7 +246,7 @@ impl Task {
     /// Reload now; the outcome is logged, counted, audited and returned.
     fn reload(&mut self, why: &str) -> Outcome {
         Service::reloading();
-        let outcome = self.try_reload(why);
+        let outcome = self.try_reload();
         let metrics = &self.state.metrics;
         match &outcome {
             Ok(summary) => {
@@ -269,7 +269,7 @@ impl Task {
         outcome
     }
 
-    fn try_reload(&mut self, why: &str) -> Outcome {
+    fn try_reload(&mut self) -> Outcome {
         let fail = |e: Error| (crate::error_text(&e), e.hint());
         let Some(path) = &self.path else {
             return Err((
@@ -289,7 +289,7 @@ impl Task {
         let live = self.state.live.get();
         let closed = self.state.registry.reevaluate(&live);
         let mut summary = format!(
-            "configuration {generation} in force ({why}); closed {} connection(s) and {} stream(s) that lost their right",
+            "configuration {generation} in force; closed {} connection(s) and {} stream(s) that lost their right",
             closed.connections, closed.streams
         );
         if !restart.is_empty() {

@@ -167,13 +167,30 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The header of the table that contains byte `offset`: the last `[...]` line before it.
+/// An error ON a header line (an unknown table name) is in that table's parent: the top
+/// level for `[name]`, `[backend]` for `[[backend.nme]]`.
 fn table_at(text: &str, offset: usize) -> String {
-    let before = text.get(..offset.min(text.len())).unwrap_or(text);
-    let header = before
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let current = text
+        .get(line_start..)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or("")
+        .trim_start();
+    if current.starts_with('[') {
+        let name = current.trim_start_matches('[');
+        let name = name.split(']').next().unwrap_or("").trim();
+        return match name.rsplit_once('.') {
+            Some((parent, _)) => format!("[{}]", parent.trim()),
+            None => "the top level".to_owned(),
+        };
+    }
+    let header = text
+        .get(..line_start)
+        .unwrap_or("")
         .lines()
         .rev()
-        // The line holding the offset itself may be the header (an error on the header).
-        .chain(text.get(offset..).and_then(|rest| rest.lines().next()))
         .map(str::trim_start)
         .find(|l| l.starts_with('['));
     match header {
@@ -213,7 +230,10 @@ fn hint_for(message: &str, table: Option<&str>) -> Option<String> {
             "check the value's type in {where_} (strings in quotes, lists in [ ], numbers bare)"
         ));
     }
-    None
+    Some(
+        "fix the TOML there (tables are [name], values key = \"text\"); `virtgated check-config` checks the file without touching a running gateway"
+            .into(),
+    )
 }
 
 #[cfg(test)]
@@ -278,7 +298,14 @@ role = "operator"
     fn unknown_top_level_table_and_bad_role_are_reported() {
         let e = parse_str(&format!("{GOOD}\n[extra]\nx = 1\n")).unwrap_err();
         assert!(e.message.contains("unknown field `extra`"), "{e}");
+        assert_eq!(e.table.as_deref(), Some("the top level"), "{e}");
+        assert!(!e.to_string().contains("(in [)"), "{e}");
         assert!(e.hint.unwrap().contains("listen"));
+        let e = parse_str(&GOOD.replace("[[backend.domain]]", "[[backend.domian]]")).unwrap_err();
+        assert_eq!(e.table.as_deref(), Some("[backend]"), "{e}");
+        // a syntax error has a hint too
+        let e = parse_str(&GOOD.replace("[listen]", "[listen")).unwrap_err();
+        assert!(e.hint.unwrap().contains("check-config"), "{e}");
         let e = parse_str(&GOOD.replace("\"operator\"", "\"superuser\"")).unwrap_err();
         assert!(e.message.contains("superuser"));
         assert_eq!(

@@ -14,6 +14,7 @@ mod kerberos;
 mod libvirt;
 mod lifecycle;
 mod pki;
+mod reload;
 mod spice;
 mod ssh;
 mod vnc;
