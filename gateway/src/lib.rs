@@ -310,6 +310,10 @@ pub async fn run(
         shutdown: shutdown.clone(),
         events: events::Hub::new(backend.clone(), shutdown.begin.clone()),
     });
+    state.metrics.crl_next_update.store(
+        state.live.get().crl_timestamp(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let reloads =
         reload::Reloader::start(state.clone(), config.clone(), options.config_path.clone());
     if let Some(path) = &config.listen.control {

@@ -78,6 +78,11 @@ impl Live {
         })
     }
 
+    /// The CRL's nextUpdate as a Unix timestamp, 0 without one (for the metric).
+    pub fn crl_timestamp(&self) -> i64 {
+        self.crl_next_update.map_or(0, |t| t.unix_timestamp())
+    }
+
     /// Whether the CRL is past its nextUpdate now (clients revoked since are not known).
     pub fn crl_stale(&self) -> bool {
         self.crl_next_update

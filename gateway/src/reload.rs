@@ -285,6 +285,10 @@ impl Task {
         let restart = live::restart_needed(&self.started, &new);
         self.crl = crl_of(&new);
         self.stale_reported = stale;
+        self.state
+            .metrics
+            .crl_next_update
+            .store(live.crl_timestamp(), Relaxed);
         self.state.live.swap(live);
         let live = self.state.live.get();
         let closed = self.state.registry.reevaluate(&live);

@@ -225,7 +225,9 @@ impl Pending {
 
     /// Count and log a refused token; close the connection after [`MAX_FAILURES`].
     fn refuse(&self, state: &State, detail: String, gss: &str, hint: &str) -> ApiError {
-        state.metrics.negotiate_failures.fetch_add(1, Relaxed);
+        state
+            .metrics
+            .auth_failed(crate::metrics::AuthFailure::Kerberos);
         let n = self.failures.fetch_add(1, Relaxed) + 1;
         tracing::info!(peer = %self.peer, reason = %detail, gss, attempt = n, "Kerberos login refused");
         if n >= MAX_FAILURES {

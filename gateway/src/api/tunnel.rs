@@ -77,7 +77,7 @@ pub async fn open(
         }
     };
     let guard = state.registry.stream(conn.id, id, Some(name), action);
-    Ok(splice(state, req, backend, span, guard))
+    Ok(splice(state, req, backend, span, guard, kind))
 }
 
 /// The action a libvirt tunnel (and its descriptors) needs.
@@ -141,6 +141,7 @@ pub async fn open_libvirt(
         req,
         span,
         guard,
+        kind,
         move |client| async move {
             match virtgate_rpc::relay(stream, client, handler).await {
                 Ok(c) => Ok((c.tunnel_to_socket, c.socket_to_tunnel)),
@@ -203,7 +204,7 @@ pub async fn open_descriptor(
                 &format!("descriptor {n} claimed"),
             );
             let stream = stream_of(claimed.fd)?;
-            Ok(splice(state, req, Box::new(stream), span, guard))
+            Ok(splice(state, req, Box::new(stream), span, guard, kind))
         }
         None => {
             let (theirs, ours) = std::os::unix::net::UnixStream::pair().map_err(|e| {
@@ -224,7 +225,7 @@ pub async fn open_descriptor(
                     )
                 })?;
             span.record("descriptor", n);
-            let mut r = splice(state, req, Box::new(ours), span, guard);
+            let mut r = splice(state, req, Box::new(ours), span, guard, kind);
             r.headers_mut().insert(
                 virtgate_proto::DESCRIPTOR_HEADER,
                 http::HeaderValue::from(n),
@@ -242,16 +243,24 @@ fn splice(
     mut backend: BoxedStream,
     span: tracing::Span,
     guard: StreamGuard,
+    kind: TunnelKind,
 ) -> Response<Body> {
-    run_tunnel(state, req, span, guard, move |mut client| async move {
-        tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut backend,
-            SPLICE_BUFFER,
-            SPLICE_BUFFER,
-        )
-        .await
-    })
+    run_tunnel(
+        state,
+        req,
+        span,
+        guard,
+        kind,
+        move |mut client| async move {
+            tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut backend,
+                SPLICE_BUFFER,
+                SPLICE_BUFFER,
+            )
+            .await
+        },
+    )
 }
 
 /// Answer 200 and, once hyper hands over the stream, run `carry` on it in a tracked task
@@ -262,6 +271,7 @@ fn run_tunnel<F, Fut>(
     req: &mut Request<Incoming>,
     span: tracing::Span,
     guard: StreamGuard,
+    kind: TunnelKind,
     carry: F,
 ) -> Response<Body>
 where
@@ -280,7 +290,7 @@ where
                     return;
                 }
             };
-            let _open = metrics.tunnel_open();
+            let _open = metrics.tunnel_open(kind.as_str());
             tracing::info!("tunnel opened");
             let copied = tokio::select! {
                 r = carry(TokioIo::new(upgraded)) => r,
@@ -298,6 +308,11 @@ where
                     metrics.tunnel_bytes_up.fetch_add(up, Relaxed);
                     metrics.tunnel_bytes_down.fetch_add(down, Relaxed);
                     tracing::info!(bytes_up = up, bytes_down = down, "tunnel closed");
+                }
+                // a client that left without closing its stream (reset, no close_notify)
+                // is no error of ours
+                Err(e) if super::liveness::peer_went_away(&e) => {
+                    tracing::debug!(error = %e, "tunnel closed: the client went away")
                 }
                 Err(e) => tracing::info!(error = %e, "tunnel ended with an error"),
             }

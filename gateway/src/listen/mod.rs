@@ -27,6 +27,7 @@ pub use bind::ListenError;
 use crate::api::{self, ConnAuth, State};
 use crate::authn::{peercred, tls};
 use crate::config;
+use crate::metrics::AuthFailure;
 
 /// The bound sockets, before serving.
 #[derive(Debug)]
@@ -170,7 +171,7 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
     let tls = match tokio::time::timeout(ctx.handshake_timeout, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err((e, io))) => {
-            metrics.handshake_failures.fetch_add(1, Relaxed);
+            metrics.auth_failed(AuthFailure::Tls);
             let reason = tls::handshake_failure_reason(&e);
             tracing::warn!(%reason, "TLS handshake failed");
             live.audit.refused(
@@ -181,7 +182,7 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
             return;
         }
         Err(_) => {
-            metrics.handshake_failures.fetch_add(1, Relaxed);
+            metrics.auth_failed(AuthFailure::Tls);
             tracing::warn!(
                 timeout_s = ctx.handshake_timeout.as_secs(),
                 "TLS handshake timed out"
@@ -270,7 +271,7 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
         .await
         .is_err()
     {
-        ctx.state.metrics.handshake_failures.fetch_add(1, Relaxed);
+        ctx.state.metrics.auth_failed(AuthFailure::Unix);
         tracing::warn!(
             uid,
             timeout_s = ctx.handshake_timeout.as_secs(),

@@ -131,3 +131,63 @@ fn sigterm_stops_gateway_and_the_qemu_it_started() {
         "gateway is gone, list must fail"
     );
 }
+
+#[test]
+fn metrics_are_prometheus_text_that_promtool_accepts() {
+    let w = World::start(|g| g);
+    // some traffic first: a tunnel, a refused handshake
+    let c = w.client("alice", 0, &w.alice);
+    let fwd = c.vnc("web1", &[]);
+    virtgate_tests::fixture::vnc::snapshot(&fwd.vnc_target(), &w.dir.path().join("s.jpg"))
+        .expect("a VNC snapshot through the tunnel");
+    let stranger = Pki::new(w.dir.path(), "other").client("mallory", None);
+    let _ = curl(
+        &stranger,
+        &w.pki.ca_pem,
+        &format!("{}/v1/whoami", w.gateway.https(0)),
+        &[],
+    );
+    let out = curl(
+        &w.alice,
+        &w.pki.ca_pem,
+        &format!("{}/v1/metrics", w.gateway.https(0)),
+        &[],
+    );
+    let (body, e) = text(&out);
+    assert!(out.status.success(), "{e}");
+    let file = w.dir.path().join("metrics.txt");
+    std::fs::write(&file, &body).expect("write metrics");
+    let check = virtgate_tests::run(
+        std::process::Command::new(virtgate_tests::system_bin("promtool", "prometheus"))
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&file).expect("metrics file")),
+    );
+    let (o, e) = text(&check);
+    assert!(check.status.success(), "promtool: {o}{e}\n{body}");
+    for family in [
+        "virtgate_connections_open",
+        "virtgate_tunnels_opened_total{kind=\"vnc\"}",
+        "virtgate_tunnels_open{kind=\"libvirt_fd\"}",
+        "virtgate_authentication_failures_total{method=\"tls\"}",
+        "virtgate_authentication_failures_total{method=\"kerberos\"}",
+        "virtgate_reloads_total{outcome=\"ok\"}",
+        "virtgate_crl_next_update_timestamp_seconds",
+    ] {
+        assert!(body.contains(family), "{family} in\n{body}");
+    }
+    let opened = virtgate_tests::metric(
+        &w.alice,
+        &w.pki.ca_pem,
+        &w.gateway.https(0),
+        "virtgate_tunnels_opened_total{kind=\"vnc\"}",
+    );
+    assert!(opened >= 1.0, "{opened}");
+    let failed = virtgate_tests::metric(
+        &w.alice,
+        &w.pki.ca_pem,
+        &w.gateway.https(0),
+        "virtgate_authentication_failures_total{method=\"tls\"}",
+    );
+    assert!(failed >= 1.0, "{failed}");
+    drop(fwd);
+}
