@@ -17,6 +17,8 @@ packages=(
     libvirt-dev
     # benchmarks (scripts/bench.sh): stunnel4 is a baseline; the chart's text needs a TTF font
     stunnel4 fonts-dejavu-core
+    # /v1/metrics is checked with Prometheus' own promtool
+    prometheus
     # tests that drive libvirt from python (libvirt.open(...).openGraphicsFD(...)); use
     # /usr/bin/python3, which sees python3-libvirt
     python3 python3-libvirt
