@@ -267,9 +267,10 @@ pub fn check_notes(config: &Config) -> Vec<String> {
     notes
 }
 
-/// Run the gateway until `shutdown`: load TLS, bind, start the backend, print one
-/// `listening on ADDR` line per listener on stdout, call `ready` (the demo writes its files
-/// there), then serve. Returns after the drain, with supervised QEMUs stopped.
+/// Run the gateway until `shutdown`: load TLS, bind, start the backend, call `ready` (the
+/// demo writes its files there), start the reload task and the control socket, write the
+/// pidfile and tell systemd, print one `listening on ADDR` line per listener on stdout,
+/// then serve. Returns after the drain, with supervised QEMUs stopped.
 pub async fn run(
     config: &Config,
     options: &RunOptions,
@@ -290,11 +291,6 @@ pub async fn run(
             Arc::new(backend::libvirt::LibvirtBackend::start(&config.backend).await)
         }
     };
-    for addr in listeners.addresses() {
-        tracing::info!(%addr, "listening");
-        println!("listening on {addr}");
-    }
-    let _ = std::io::stdout().flush();
     if let Err(e) = ready(&listeners) {
         backend.shutdown().await;
         return Err(e);
@@ -322,13 +318,21 @@ pub async fn run(
             return Err(e);
         }
     }
-    let service = match service::Service::ready(options.pidfile.as_deref(), &config.summary()) {
+    // ready: pidfile and READY=1 first, then the `listening on` lines scripts wait for
+    let addresses = listeners.addresses();
+    let status = format!("listening on {}; {}", addresses.join(", "), config.summary());
+    let service = match service::Service::ready(options.pidfile.as_deref(), &status) {
         Ok(s) => s,
         Err(e) => {
             backend.shutdown().await;
             return Err(e.into());
         }
     };
+    for addr in addresses {
+        tracing::info!(%addr, "listening");
+        println!("listening on {addr}");
+    }
+    let _ = std::io::stdout().flush();
     serve(listeners, state, &config.limits).await;
     service.stopping();
     backend.shutdown().await;

@@ -7,6 +7,7 @@
 mod api;
 mod badinput;
 mod config;
+mod deadpeer;
 mod demo;
 mod fixtures;
 mod graphics;
@@ -15,6 +16,7 @@ mod libvirt;
 mod lifecycle;
 mod pki;
 mod reload;
+mod service;
 mod spice;
 mod ssh;
 mod vnc;
