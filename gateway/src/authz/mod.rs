@@ -19,7 +19,6 @@
 //! identity holding some role anywhere ([`Policy::any_role`]) and shows only the domains it
 //! may view.
 
-
 use virtgate_proto::Action as LifecycleAction;
 
 use crate::authn::Identity;
