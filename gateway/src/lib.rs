@@ -320,7 +320,11 @@ pub async fn run(
     }
     // ready: pidfile and READY=1 first, then the `listening on` lines scripts wait for
     let addresses = listeners.addresses();
-    let status = format!("listening on {}; {}", addresses.join(", "), config.summary());
+    let status = format!(
+        "listening on {}; {}",
+        addresses.join(", "),
+        config.summary()
+    );
     let service = match service::Service::ready(options.pidfile.as_deref(), &status) {
         Ok(s) => s,
         Err(e) => {

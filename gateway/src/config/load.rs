@@ -305,7 +305,10 @@ role = "operator"
         assert_eq!(e.table.as_deref(), Some("[backend]"), "{e}");
         // a syntax error has a hint too
         let e = parse_str(&GOOD.replace("[listen]", "[listen")).unwrap_err();
-        assert!(e.hint.as_deref().unwrap_or("").contains("check-config"), "{e}");
+        assert!(
+            e.hint.as_deref().unwrap_or("").contains("check-config"),
+            "{e}"
+        );
         let e = parse_str(&GOOD.replace("\"operator\"", "\"superuser\"")).unwrap_err();
         assert!(e.message.contains("superuser"));
         assert_eq!(

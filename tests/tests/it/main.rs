@@ -7,7 +7,6 @@
 mod api;
 mod badinput;
 mod config;
-mod deadpeer;
 mod demo;
 mod fixtures;
 mod graphics;
