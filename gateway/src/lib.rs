@@ -6,7 +6,8 @@
 //! Data flows down through the modules in one direction:
 //!
 //! ```text
-//! main.rs ─▶ cli.rs (clap) ─▶ lib.rs run(): config → TLS → Kerberos keytab → bind → backend → serve
+//! main.rs ─▶ cli.rs (clap) ─▶ lib.rs run(): config → live (TLS, Kerberos, rules, audit) →
+//!   bind → backend → reload task → pidfile + READY → serve
 //!   config/   gateway.toml → Config (deny_unknown_fields, FILE:LINE:COL errors) → validate
 //!   listen/   TCP [::]:PORT dual-stack (socket2) and unix socket; accept loops, connection
 //!             limit, per-connection span; TLS handshake with a timeout
@@ -29,6 +30,12 @@
 //!             libvirtd domain over one `virt` connection; libvirt/conn.rs keepalive and
 //!             reconnect, xml.rs consoles from the live XML, console.rs serial stream
 //!             bridge, image.rs PPM screenshots to PNG)
+//!   live.rs   what a reload swaps (rules, audit log, TLS, Kerberos), read once per request
+//!   reload.rs the reload task: SIGHUP, the control socket, the CRL file watch; checks the
+//!             new configuration before swapping, then has sessions re-checked
+//!   sessions.rs live connections (with their certificates) and streams, each with a token
+//!             that closes it when a reload takes its right back
+//!   service.rs  systemd notify (READY/RELOADING/STOPPING/watchdog) and the pidfile
 //!   events.rs one shared poller (only while someone listens): list → diff → broadcast
 //!   audit.rs  one JSON line per authorization decision and per lifecycle outcome
 //!   metrics.rs counters for GET /v1/metrics
