@@ -14,6 +14,7 @@ pub mod domains;
 pub mod error;
 pub mod events;
 pub mod lifecycle;
+pub mod liveness;
 pub mod negotiate;
 pub mod tunnel;
 
@@ -85,6 +86,33 @@ pub struct ConnCtx {
 /// (see `virtgate_proto::tuning`).
 use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
+/// Slack after hyper's own keepalive deadline before [`liveness`] drops a silent client's
+/// connection itself (when hyper's GOAWAY cannot get out to a frozen client).
+const DEAD_SLACK: Duration = Duration::from_secs(1);
+
+/// `limits.keepalive_interval_s` and `limits.keepalive_timeout_s`.
+#[derive(Debug, Clone, Copy)]
+struct Keepalive {
+    /// Silence before a PING.
+    interval: Duration,
+    /// How long its answer may take.
+    timeout: Duration,
+}
+
+impl Keepalive {
+    fn of(limits: &Limits) -> Keepalive {
+        Keepalive {
+            interval: Duration::from_secs(limits.keepalive_interval_s),
+            timeout: Duration::from_secs(limits.keepalive_timeout_s),
+        }
+    }
+
+    /// The longest a live client stays silent: hyper gives up after this much.
+    fn bound(&self) -> Duration {
+        self.interval + self.timeout
+    }
+}
+
 /// Serve HTTP (h2 or HTTP/1.1, decided by the preface ALPN led the client to send) on a
 /// connection until the peer leaves or `shutdown.begin` fires (then GOAWAY/close and let open
 /// requests finish, until `shutdown.force`). A connection still waiting for its Negotiate
@@ -96,6 +124,9 @@ where
 {
     let auth = Arc::new(auth);
     let login_deadline = Duration::from_secs(state.limits.handshake_timeout_s);
+    let keepalive = Keepalive::of(&state.limits);
+    let idle_limit = state.limits.idle_timeout_s.map(Duration::from_secs);
+    let (io, live) = liveness::watch(io);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -110,9 +141,10 @@ where
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
-        // A peer that vanished without closing is noticed and its tunnels end.
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
+        // A peer that vanished without closing is noticed and its tunnels end (hyper pings
+        // idle connections too); `liveness` drops it if even the GOAWAY cannot get out.
+        .keep_alive_interval(keepalive.interval)
+        .keep_alive_timeout(keepalive.timeout);
     let shutdown = state.shutdown.clone();
     // hyper runs HTTP/2 streams in tasks of their own: carry the connection's span over.
     let span = tracing::Span::current();
@@ -135,10 +167,20 @@ where
             tracing::info!("closing the connection: its certificate is no longer accepted");
             return;
         }
+        _ = live.dead(keepalive.bound() + DEAD_SLACK) => {
+            tracing::info!(keepalive_timeout_s = keepalive.timeout.as_secs(), "closing the connection: the client stopped answering (no reply to keepalive); its tunnels end");
+            return;
+        }
         _ = async {
             tokio::select! {
                 _ = shutdown.begin.cancelled() => {}
                 _ = auth.must_close(login_deadline) => {}
+                _ = async {
+                    match idle_limit {
+                        Some(limit) => live.idle(limit).await,
+                        None => std::future::pending().await,
+                    }
+                } => tracing::info!(idle_timeout_s = idle_limit.map(|l| l.as_secs()), "closing the connection: no request or stream for limits.idle_timeout_s"),
             }
         } => {
             conn.as_mut().graceful_shutdown();
@@ -152,6 +194,10 @@ where
         }
     };
     match result {
+        Ok(()) if live.silent_for() >= keepalive.bound() => tracing::info!(
+            keepalive_timeout_s = keepalive.timeout.as_secs(),
+            "connection closed: the client stopped answering (no reply to keepalive); its tunnels end"
+        ),
         Ok(()) => tracing::debug!("connection closed"),
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }

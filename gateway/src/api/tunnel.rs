@@ -312,9 +312,9 @@ where
                 // a client that left without closing its stream (reset, no close_notify)
                 // is no error of ours
                 Err(e) if super::liveness::peer_went_away(&e) => {
-                    tracing::debug!(error = %e, "tunnel closed: the client went away")
+                    tracing::debug!(error = %super::liveness::chain(&e), "tunnel closed: the client went away")
                 }
-                Err(e) => tracing::info!(error = %e, "tunnel ended with an error"),
+                Err(e) => tracing::info!(error = %super::liveness::chain(&e), "tunnel ended with an error"),
             }
         }
         .instrument(span),

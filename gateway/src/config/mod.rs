@@ -233,6 +233,20 @@ pub struct Limits {
     pub handshake_timeout_s: u64,
     /// Seconds open connections get to finish after SIGTERM/SIGINT.
     pub drain_timeout_s: u64,
+    /// Seconds without a frame from a client after which it is sent an HTTP/2 PING (default
+    /// 5). With `keepalive_timeout_s` it bounds how long a frozen or vanished client (a
+    /// laptop that sleeps or loses its network) keeps its tunnels: at most the sum, 10 s by
+    /// default. Idle connections are pinged too.
+    pub keepalive_interval_s: u64,
+    /// Seconds a client has to answer that PING before its connection is closed and its
+    /// tunnels end (default 5).
+    pub keepalive_timeout_s: u64,
+    /// Close a connection that has had no open request or stream (call, tunnel, event
+    /// stream) for this many seconds, with a GOAWAY. Off when unset (the default): a
+    /// `virtgate vnc` or `virtgate libvirt` waiting for its first local client holds a
+    /// connection without streams.
+    #[serde(default)]
+    pub idle_timeout_s: Option<u64>,
 }
 
 impl Default for Limits {
@@ -242,6 +256,9 @@ impl Default for Limits {
             max_streams_per_connection: 256,
             handshake_timeout_s: 10,
             drain_timeout_s: 10,
+            keepalive_interval_s: 5,
+            keepalive_timeout_s: 5,
+            idle_timeout_s: None,
         }
     }
 }

@@ -355,10 +355,19 @@ fn limits(config: &Config, p: &mut Problems) {
             u64::from(l.max_streams_per_connection),
         ),
         ("limits.handshake_timeout_s", l.handshake_timeout_s),
+        ("limits.keepalive_interval_s", l.keepalive_interval_s),
+        ("limits.keepalive_timeout_s", l.keepalive_timeout_s),
     ] {
         if value == 0 {
             p.add(key, "must be at least 1", "remove it to use the default");
         }
+    }
+    if l.idle_timeout_s == Some(0) {
+        p.add(
+            "limits.idle_timeout_s",
+            "must be at least 1",
+            "remove it to keep idle connections open",
+        );
     }
 }
 
@@ -528,5 +537,42 @@ kind = "libvirt"
     fn zero_limits_are_refused() {
         let ps = problems(&format!("{BASE}[limits]\nmax_connections = 0\n"));
         assert_eq!(keys(&ps), ["limits.max_connections"]);
+        let ps = problems(&format!(
+            "{BASE}[limits]\nkeepalive_interval_s = 0\nkeepalive_timeout_s = 0\nidle_timeout_s = 0\n"
+        ));
+        assert_eq!(
+            keys(&ps),
+            [
+                "limits.keepalive_interval_s",
+                "limits.keepalive_timeout_s",
+                "limits.idle_timeout_s"
+            ]
+        );
+        assert!(ps[2].hint.contains("keep idle connections open"));
+    }
+
+    #[test]
+    fn keepalive_defaults_free_a_dead_client_within_15_s() {
+        let c = parse(BASE, Path::new("t.toml")).unwrap();
+        let l = &c.limits;
+        assert!(
+            l.keepalive_interval_s + l.keepalive_timeout_s <= 15,
+            "{l:?}"
+        );
+        assert_eq!(l.idle_timeout_s, None);
+        let c = parse(
+            &format!("{BASE}[limits]\nkeepalive_interval_s = 2\nkeepalive_timeout_s = 3\nidle_timeout_s = 60\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.limits.keepalive_interval_s,
+                c.limits.keepalive_timeout_s,
+                c.limits.idle_timeout_s
+            ),
+            (2, 3, Some(60))
+        );
+        assert!(validate(&c).is_empty());
     }
 }
