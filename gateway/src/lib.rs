@@ -256,10 +256,36 @@ pub fn check(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// Remarks for `check-config` that are not errors: with the libvirt backend, whether
-/// libvirtd answers now (the gateway starts without it and connects when it is up).
+/// Remarks for `check-config` that are not errors: a CRL past its nextUpdate, rule users
+/// without a local account, and with the libvirt backend whether libvirtd answers now
+/// (the gateway starts without it and connects when it is up).
 pub fn check_notes(config: &Config) -> Vec<String> {
     let mut notes = Vec::new();
+    if let Some(crl) = config.tls.as_ref().and_then(|t| t.crl.as_ref()) {
+        if let Ok(Some(next)) = authn::tls::crl_next_update(crl) {
+            if next < time::OffsetDateTime::now_utc() {
+                notes.push(format!(
+                    "tls.crl {} is past its nextUpdate ({next}): it is still used, but certificates revoked since are not known; write a fresh one with `virtgate-pki crl`",
+                    crl.display()
+                ));
+            }
+        }
+    }
+    let passwd = authn::groups::read(std::path::Path::new("/etc/passwd"));
+    for rule in &config.rules {
+        for who in &rule.who {
+            let local = !who.contains('@') && !who.starts_with("group:") && who != "*";
+            if local
+                && passwd
+                    .lines()
+                    .all(|l| l.split(':').next() != Some(who.as_str()))
+            {
+                notes.push(format!(
+                    "rule user `{who}` has no account on this host: fine for certificate and Kerberos logins (the certificate's CN / principal), but SSH and unix-socket logins need one"
+                ));
+            }
+        }
+    }
     if config.backend.kind == config::BackendKind::Libvirt {
         let uri = config.backend.libvirt_uri();
         notes.push(

@@ -108,3 +108,104 @@ fn second_gateway_on_a_busy_port_names_the_address() {
     assert!(out.contains("hint:"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
 }
+
+/// A CRL of `pki`'s CA whose nextUpdate is long past, made with openssl's own `ca -gencrl`.
+fn stale_crl(pki: &Pki, dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+    let cnf = dir.join("openssl.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let crl = dir.join("stale-crl.pem");
+    let out = run(
+        Command::new(virtgate_tests::system_bin("openssl", "openssl"))
+            .args(["ca", "-batch", "-gencrl", "-config"])
+            .arg(&cnf)
+            .arg("-keyfile")
+            .arg(pki.dir.join("ca.key"))
+            .arg("-cert")
+            .arg(&pki.ca_pem)
+            .args([
+                "-crl_lastupdate",
+                "20240101000000Z",
+                "-crl_nextupdate",
+                "20240201000000Z",
+                "-out",
+            ])
+            .arg(&crl),
+    );
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "openssl ca -gencrl: {o}{e}");
+    crl
+}
+
+#[test]
+fn check_config_refuses_what_would_fail_at_start_and_notes_what_is_odd() {
+    let dir = virtgate_tests::tempdir();
+    let d = dir.path();
+    let pki = Pki::new(d, "ca");
+    let check = |b: GatewayBuilder, name: &str| -> (Option<i32>, String) {
+        let f = b.write_config(&d.join(name));
+        virtgated(&["--config", f.to_str().unwrap(), "check-config"])
+    };
+    let (code, out) = check(
+        GatewayBuilder::new(&pki).audit(&d.join("no-such-dir/audit.jsonl")),
+        "audit",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("audit.path") && out.contains("no-such-dir") && out.contains("hint:"),
+        "{out}"
+    );
+    let (code, out) = check(
+        GatewayBuilder::new(&pki).unix(&d.join("no-run/virtgate.sock")),
+        "unix",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("listen.unix") && out.contains("no-run"),
+        "{out}"
+    );
+    let (cert, key) = pki.expired_server(d);
+    let (code, out) = check(
+        GatewayBuilder::new(&pki).server_cert(&cert, &key, &pki.ca_pem),
+        "expired",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("expired") && out.contains("hint: issue a new one"),
+        "{out}"
+    );
+    let (code, out) = check(
+        GatewayBuilder::new(&pki).rule(&["group:wheel-vg-none"], &["*"], "admin"),
+        "group",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("wheel-vg-none") && out.contains("groupadd"),
+        "{out}"
+    );
+    // not errors, but said: a stale CRL, a rule user with no local account
+    let crl = stale_crl(&pki, d);
+    let (code, out) = check(
+        GatewayBuilder::new(&pki)
+            .crl(&crl)
+            .rule(&["nobody-vg-x"], &["*"], "viewer"),
+        "notes",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("note: tls.crl") && out.contains("past its nextUpdate"),
+        "{out}"
+    );
+    assert!(
+        out.contains("nobody-vg-x") && out.contains("no account"),
+        "{out}"
+    );
+}
