@@ -413,6 +413,10 @@ pub fn peer_went_away(e: &std::io::Error) -> bool {
         if text.contains("close_notify")
             || text.starts_with("stream error received")
             || text.starts_with("connection error received")
+            // h2's NO_ERROR: the connection ended without a fault (its keepalive ran out);
+            // CANCEL: the client dropped the stream (left the console)
+            || text.ends_with("not a result of an error")
+            || text.ends_with("stream no longer needed")
         {
             return true;
         }
@@ -559,6 +563,14 @@ mod tests {
         for e in gone {
             assert!(peer_went_away(&e), "{e}");
         }
+        let no_error = Error::other(
+            "error writing a body to connection: protocol error: not a result of an error",
+        );
+        assert!(peer_went_away(&no_error));
+        let cancel = Error::other(
+            "error writing a body to connection: protocol error: stream no longer needed",
+        );
+        assert!(peer_went_away(&cancel));
         for e in [
             Error::from(ErrorKind::PermissionDenied),
             Error::other("stream error detected: protocol error"),

@@ -194,7 +194,8 @@ where
         }
     };
     match result {
-        Ok(()) if live.silent_for() >= keepalive.bound() => tracing::info!(
+        // hyper ended it (with an error or not) because the keepalive ran out
+        _ if live.silent_for() >= keepalive.bound() => tracing::info!(
             keepalive_timeout_s = keepalive.timeout.as_secs(),
             "connection closed: the client stopped answering (no reply to keepalive); its tunnels end"
         ),

@@ -40,9 +40,11 @@ fn vnc_client(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Every line a process printed so far, as one text.
+/// Every line an exited process printed, as one text (read to the end of its output).
 fn lines(r: &LineReader, seen: &mut Vec<String>) -> String {
-    seen.extend(r.drain_now());
+    while let Some(line) = r.next_line(Duration::from_secs(10)) {
+        seen.push(line);
+    }
     seen.join("\n")
 }
 
@@ -103,7 +105,8 @@ fn frozen_client_loses_its_tunnels_within_15_s() {
         "deadpeer: SIGSTOP: the thawed forwarder ended {:.1} s after SIGCONT",
         t1.elapsed().as_secs_f64()
     );
-    let err = fwd.stderr.drain_now().join("\n");
+    let err = lines(&fwd.stderr, &mut Vec::new());
+    eprintln!("deadpeer: SIGSTOP: the thawed forwarder said:\n{err}");
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("error: the gateway at") && err.contains("stopped answering")
@@ -274,7 +277,7 @@ fn idle_timeout_closes_connections_without_streams_only() {
         "deadpeer: idle_timeout_s = 2: a forwarder without streams lost its connection after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let err = idle.stderr.drain_now().join("\n");
+    let err = lines(&idle.stderr, &mut Vec::new());
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("the gateway closed the connection"), "{err}");
     assert!(
