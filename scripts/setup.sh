@@ -30,6 +30,9 @@ packages=(
     # xdotool; xmessage (x11-apps) is the fixture's own test client; x11-utils (xwininfo,
     # xprop, xdpyinfo) to look at a test's screen by hand
     xvfb x11-apps x11-utils xdotool imagemagick
+    # dead-peer tests cut the network on loopback with a DROP rule on the gateway's port
+    # (tests/src/fixture/netcut.rs)
+    iptables
 )
 
 missing=()
