@@ -3,7 +3,8 @@
 //! loopback, [`NetCut`]) frees the tunnels on the gateway AND ends `virtgate vnc`,
 //! `console`, `events` and `libvirt` with "the gateway stopped answering" within 15 s;
 //! `limits.idle_timeout_s` closes a connection without streams and leaves one with a stream
-//! alone. Also how clients leave or cannot come in: Ctrl-] on the console closes cleanly
+//! alone; over SSH the same cut (of sshd's port) ends the client and frees the gateway in
+//! time. Also how clients leave or cannot come in: Ctrl-] on the console closes cleanly
 //! (no close_notify error in the gateway log), a certificate that is not valid yet says so
 //! and blames the clock, and `--url` keeps the default profile's files.
 //!
@@ -259,6 +260,80 @@ fn network_cut_frees_the_gateway_and_ends_every_client_within_15_s() {
         );
     }
     drop(typed);
+}
+
+#[test]
+fn network_cut_under_ssh_ends_the_client_and_frees_the_gateway_within_15_s() {
+    use virtgate_tests::fixture::sshd::{keygen, open_path_to, SshdBuilder, SSH_USER};
+    let dir = virtgate_tests::tempdir();
+    open_path_to(dir.path());
+    let pki = Pki::new(dir.path(), "ca");
+    let qemu = virtgate_tests::QemuBuilder::new("web1").start(dir.path());
+    let gwdir = dir.path().join("gw");
+    std::fs::create_dir_all(&gwdir).unwrap();
+    open_path_to(&gwdir);
+    let sock = gwdir.join("virtgate.sock");
+    let gateway = GatewayBuilder::new(&pki)
+        .unix(&sock)
+        .domain(qemu.domain_toml())
+        .rule(&[SSH_USER], &["web*"], "operator")
+        .start(&gwdir);
+    let sshd = SshdBuilder::default().start(&dir.path().join("sshd"));
+    let key = dir.path().join("id_ed25519");
+    keygen(&key, "ed25519", "");
+    sshd.authorize(&key.with_extension("pub"));
+    let url = format!(
+        "virtgate+ssh://{SSH_USER}@127.0.0.1:{}{}",
+        sshd.port,
+        sock.display()
+    );
+    let user = ClientUser::with_profile(&dir.path().join("c"), &format!("url = {url:?}\n"))
+        .with_env("SSH_AUTH_SOCK", "/nonexistent/agent.sock");
+    let ssh = user.home.join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    std::fs::copy(&key, ssh.join("id_ed25519")).unwrap();
+    std::fs::write(ssh.join("known_hosts"), sshd.known_hosts_line("127.0.0.1")).unwrap();
+    // the gateway's metrics over TLS on [::1]; only sshd's port is cut
+    let watcher = pki.client("watcher", None);
+    let base = gateway.https(1);
+    let tunnels = || metric(&watcher, &pki.ca_pem, &base, "virtgate_tunnels_open");
+
+    let Forwarder {
+        addr,
+        child: mut vnc,
+        stderr,
+    } = user.vnc("web1", &[]);
+    let _viewer = vnc_client(addr);
+    poll("the VNC tunnel open over SSH", PATIENCE, || {
+        (tunnels() == 1.0).then_some(())
+    });
+
+    let mut cut = NetCut::tcp_port(sshd.port);
+    let t0 = Instant::now();
+    let (mut freed, mut exit) = (None, None);
+    while (freed.is_none() || exit.is_none()) && t0.elapsed() < PATIENCE {
+        if freed.is_none() && tunnels() == 0.0 {
+            freed = Some(t0.elapsed());
+        }
+        exited(&mut vnc, t0, &mut exit);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cut.heal();
+    let err = lines(&stderr, &mut Vec::new());
+    let freed = freed.unwrap_or_else(|| panic!("tunnel still open; log:\n{}", gateway.log()));
+    let (ended, code) = exit.unwrap_or_else(|| panic!("`virtgate vnc` still runs: {err}"));
+    eprintln!(
+        "deadpeer: network cut under SSH: the gateway freed the tunnel after {:.1} s, \
+         `virtgate vnc` ended after {:.1} s",
+        freed.as_secs_f64(),
+        ended.as_secs_f64()
+    );
+    assert!(freed <= BOUND && ended <= BOUND, "{freed:?} / {ended:?}");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("stopped answering: no reply to keepalive within 5 s"),
+        "{err}"
+    );
 }
 
 #[test]
