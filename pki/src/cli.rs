@@ -383,8 +383,9 @@ fn init(dir: &Path, name: String, days: u32, pass_file: Option<PathBuf>) -> Resu
         );
         eprintln!(
             "hint: make the CA again with `--passphrase-file FILE` (the passphrase on its first \
-             line; keep FILE off this machine), or encrypt this key in place: `openssl pkcs8 \
-             -topk8 -v2 aes-256-cbc -in ca.key -out ca.key.new && mv ca.key.new ca.key`"
+             line; keep FILE off this machine), or encrypt this key in place: `(umask 077; \
+             openssl pkcs8 -topk8 -v2 aes-256-cbc -in ca.key -out ca.key.new) && mv \
+             ca.key.new ca.key`"
         );
     }
     Ok(())

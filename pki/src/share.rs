@@ -121,9 +121,10 @@ pub fn unreadable_hint(path: &Path) -> String {
             .map(|d| format!(" ({d})"))
             .unwrap_or_default();
         return format!(
-            "the folder {}{what} keeps this user out, whatever the file's own mode: let the \
-             service's group in, e.g. `chgrp {SERVICE_GROUP} {0} && chmod 0750 {0}` \
-             (`virtgate-pki issue-server --out DIR` does this for DIR)",
+            "the folder {0}{what} keeps this user out, whatever the file's own mode: let the \
+             service's group in (`chgrp {SERVICE_GROUP} {0} && chmod 0750 {0}`), unless it is \
+             a CA folder, which must stay private: then put the gateway's files in a folder \
+             of their own (`virtgate-pki --dir CA issue-server ... --out /etc/virtgate/pki`)",
             folder.display()
         );
     }

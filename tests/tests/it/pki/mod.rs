@@ -1,5 +1,6 @@
 //! OpenSSL interop and virtgate-pki CLI tests: helpers here, tests in `keys` (key files both
-//! ways) and `ca` (certificates, CRLs, CSRs, CA handling).
+//! ways), `ca` (certificates, CRLs, CSRs, CA handling) and `service` (the files a service
+//! user may read, as `nobody`).
 //!
 //! Every test drives the real `virtgate-pki` binary and the real `openssl` in a temp
 //! folder of its own; key loading goes through `virtgate_pki::load_private_key`, the
@@ -7,6 +8,7 @@
 
 mod ca;
 mod keys;
+mod service;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
