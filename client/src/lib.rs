@@ -36,7 +36,6 @@
 //!                                                   cmd::relay: local listener →
 //!                                                   Session::open_tunnel per connection
 //!                                                   (extended CONNECT)
-//!          ──▶ session::Closer::close          GOAWAY + TLS close_notify (≤ 1 s)
 //! any failure ──▶ error::Error ──▶ error::report  `error: …` / `hint: …`, exit 1
 //! ```
 //!
@@ -94,14 +93,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     let keepalive = settings.keepalive;
     let result = runtime.block_on(async move {
         let session = Session::connect(&transport, keepalive).await?;
-        let closer = session.closer();
-        let result = cmd::run(cli.command, session, profile.as_deref()).await;
-        // A moment for GOAWAY and TLS close_notify, so the gateway sees a goodbye rather
-        // than a connection torn off; bounded, and nothing when the connection is gone.
-        closer.close().await;
-        result
+        cmd::run(cli.command, session, profile.as_deref()).await
     });
-    // Do not wait for tunnels or the connection task any longer: the command is over.
+    // Do not wait for tunnels or the connection task: the command is over. (Not even for a
+    // clean GOAWAY: it would reset the tunnel streams first, which the gateway reads as a
+    // half-close, and a serial console that never reads its input would keep the tunnel;
+    // a connection that just ends fails every stream on it at once. The gateway logs that
+    // as "the client went away", no error.)
     runtime.shutdown_background();
     result
 }

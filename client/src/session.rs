@@ -20,8 +20,6 @@
 //! the gateway's verdict on our certificate shows up). HTTP/2 PINGs ([`Keepalive`], from the
 //! profile) find a gateway that vanished without closing; [`liveness`] tells that end apart
 //! from a closed connection, so every command ends with "the gateway stopped answering".
-//! [`Session::closer`] lets the command's end wait for a clean goodbye (GOAWAY, TLS
-//! close_notify) instead of tearing the connection off.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,9 +85,6 @@ enum End {
 /// `None` while the connection runs.
 type Ending = Option<Arc<End>>;
 
-/// How long the end of a command waits for the connection to close cleanly.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
 /// A handle on the HTTP/2 connection. Clones share the connection.
 #[derive(Clone)]
 pub struct Session {
@@ -105,25 +100,8 @@ pub struct Session {
     login: Arc<Mutex<Login>>,
     /// The keepalive the connection runs, for messages.
     keepalive: Keepalive,
-    /// When bytes last arrived; whether the byte stream is gone.
+    /// When bytes last arrived from the gateway.
     liveness: Arc<Liveness>,
-}
-
-/// Waits, at the end of a command, for the connection to close cleanly.
-#[derive(Debug)]
-pub struct Closer {
-    /// The session's watch on its byte stream.
-    liveness: Arc<Liveness>,
-}
-
-impl Closer {
-    /// Once every [`Session`] handle and stream is dropped, hyper says GOAWAY and shuts the
-    /// byte stream down (TLS close_notify); wait for that, at most [`CLOSE_WAIT`].
-    pub async fn close(self) {
-        if !self.liveness.released(CLOSE_WAIT).await {
-            tracing::debug!("the connection did not close within {CLOSE_WAIT:?}; leaving anyway");
-        }
-    }
 }
 
 /// The login state of the connection.
@@ -202,13 +180,6 @@ impl Session {
             keepalive,
             liveness,
         })
-    }
-
-    /// A handle that outlives this session, for the end of the command: see [`Closer`].
-    pub fn closer(&self) -> Closer {
-        Closer {
-            liveness: self.liveness.clone(),
-        }
     }
 
     /// `host:port` of the gateway, for messages.

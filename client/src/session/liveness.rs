@@ -11,10 +11,6 @@
 //! that ended after `interval + timeout` of silence ended because the keepalive ran out,
 //! however the end showed up (hyper's timeout, or the SSH transport's own keepalive closing
 //! the channel).
-//!
-//! The watch also tells when the transport is gone for good ([`Liveness::released`]): after
-//! a command the client waits a moment for HTTP/2 to say GOAWAY and TLS to send
-//! close_notify, so the gateway sees a clean goodbye instead of a connection torn off.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -23,7 +19,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
 
 /// HTTP/2 keepalive: a PING after `interval` of silence, answered within `timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +73,6 @@ pub struct Liveness {
     born: Instant,
     /// Milliseconds after `born` at which bytes last arrived.
     last_read_ms: AtomicU64,
-    /// Set to `true` when the byte stream has been dropped (the connection is over).
-    released: watch::Sender<bool>,
 }
 
 impl Liveness {
@@ -87,14 +80,6 @@ impl Liveness {
     pub fn silent_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_read_ms.load(Relaxed));
         self.born.elapsed().saturating_sub(last)
-    }
-
-    /// Resolves when the byte stream has been dropped, or after `wait`, whichever is first.
-    pub async fn released(&self, wait: Duration) -> bool {
-        let mut rx = self.released.subscribe();
-        tokio::time::timeout(wait, rx.wait_for(|r| *r))
-            .await
-            .is_ok_and(|r| r.is_ok())
     }
 
     fn record_read(&self) {
@@ -114,11 +99,9 @@ pub struct Watched<S> {
 impl<S> Watched<S> {
     /// Watch `inner`; the [`Liveness`] is for the session to ask.
     pub fn new(inner: S) -> (Watched<S>, Arc<Liveness>) {
-        let (released, _) = watch::channel(false);
         let liveness = Arc::new(Liveness {
             born: Instant::now(),
             last_read_ms: AtomicU64::new(0),
-            released,
         });
         (
             Watched {
@@ -127,12 +110,6 @@ impl<S> Watched<S> {
             },
             liveness,
         )
-    }
-}
-
-impl<S> Drop for Watched<S> {
-    fn drop(&mut self) {
-        self.liveness.released.send_replace(true);
     }
 }
 
@@ -210,7 +187,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reads_are_recorded_and_the_drop_is_seen() {
+    async fn reads_are_recorded() {
         let (a, mut b) = tokio::io::duplex(64);
         let (mut w, live) = Watched::new(a);
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -218,9 +195,6 @@ mod tests {
         b.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         w.read_exact(&mut buf).await.unwrap();
-        assert!(live.silent_for() < Duration::from_millis(30));
-        assert!(!live.released(Duration::from_millis(10)).await);
-        drop(w);
-        assert!(live.released(Duration::from_secs(5)).await);
+        assert!(live.silent_for() < live.born.elapsed());
     }
 }
