@@ -6,8 +6,9 @@
 //! QEMU domain `demo` that the gateway starts itself and a rule making the user admin.
 //! Once the gateway is bound, [`Demo::ready`] writes profile `demo` into the client's
 //! config (only `[profile.demo]` changes, with toml_edit) and `DIR/ready` (the URL), and
-//! prints what to try. Folder layout: `ca/`, `server/`, `client/`, `vm/`, `gateway.toml`,
-//! `audit.jsonl`, `ready`.
+//! prints what to try. Folder layout: `ca/`, `server/`, `client/`, `vm/`, `run/` (the VM's
+//! pidfile and QEMU log), `gateway.toml`, `audit.jsonl`, `ready`. The VM stops with the
+//! demo (`stop_domains_on_exit = true`).
 
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -242,7 +243,7 @@ pub fn prepare(dir: Option<&Path>, listen: &str) -> Result<Demo, Error> {
         "# Made by `virtgated demo`; throwaway.\n\
          [listen]\ntcp = [{listen}]\n\n\
          [tls]\ncert = {cert}\nkey = {key}\nclient_ca = {ca}\ncrl = {crl}\n\n\
-         [backend]\nkind = \"qemu\"\n\n\
+         [backend]\nkind = \"qemu\"\nruntime_dir = {run}\nstop_domains_on_exit = true\n\n\
          [[backend.domain]]\nname = \"demo\"\nqmp = {qmp}\nvnc = {vnc}\nserial = {serial}\ncommand = [{command}]\n\n\
          [[rule]]\nwho = [{user}]\ndomains = [\"*\"]\nrole = \"admin\"\n\n\
          [audit]\npath = {audit}\n",
@@ -257,6 +258,7 @@ pub fn prepare(dir: Option<&Path>, listen: &str) -> Result<Demo, Error> {
         command = command_list.join(", "),
         user = q(&user),
         audit = d("audit.jsonl"),
+        run = d("run"),
     );
     let config_path = dir.join("gateway.toml");
     std::fs::write(&config_path, text).map_err(write_err(&config_path))?;

@@ -2,7 +2,9 @@
 //!
 //! A graceful stop closes the listeners, sends HTTP/2 GOAWAY (hyper's graceful shutdown) so
 //! clients open no new streams, lets open calls and tunnels finish for up to
-//! `limits.drain_timeout_s`, then stops supervised QEMUs and exits 0.
+//! `limits.drain_timeout_s`, then stops the supervised QEMUs whose `stop_on_exit` is on
+//! (default `backend.stop_domains_on_exit`, off: the others keep running, and the next
+//! gateway start takes them over) and exits 0.
 
 use tokio_util::sync::CancellationToken;
 

@@ -162,6 +162,10 @@ pub enum BackendError {
         /// What the hypervisor said.
         reason: String,
     },
+    /// Supervising a domain's QEMU failed beyond the program itself: its pidfile or log in
+    /// `backend.runtime_dir`, or a QEMU of the domain that runs and cannot be taken over.
+    #[error(transparent)]
+    Supervise(#[from] supervise::SuperviseError),
     /// A QEMU the gateway started did not open its QMP socket in time.
     #[error("QEMU for domain `{domain}` did not answer on its QMP socket {} within {secs} s (last: {last}); command: {command}", qmp.display())]
     StartTimeout {
@@ -195,13 +199,14 @@ impl BackendError {
                 "install QEMU (Debian: apt-get install qemu-system-x86) or fix `command` in the config".into()
             }
             BackendError::Spawn { .. } => "check `command` of the domain in the config".into(),
-            BackendError::ExitedEarly { .. } => "run the command by hand to see why QEMU stops; its output is in the log above".into(),
+            BackendError::ExitedEarly { .. } => "run the command by hand to see why QEMU stops; the end of its output is in the log above (all of it in RUNTIME_DIR/domains/NAME.log)".into(),
             BackendError::Unavailable { .. } => "try again in a moment; if it persists, the gateway log says why the hypervisor cannot be reached".into(),
             BackendError::NotRunning { domain } => format!("start it first: `virtgate start {domain}`"),
             BackendError::Unmanaged { domain, .. } => format!(
                 "start `{domain}` outside the gateway, or let the gateway supervise it (`command` in its [[backend.domain]])"
             ),
             BackendError::Failed { .. } => "see the gateway log".into(),
+            BackendError::Supervise(e) => e.hint(),
             BackendError::StartTimeout { .. } => {
                 "check that `command` opens the `qmp` socket of the domain (-qmp unix:PATH,server=on,wait=off), or raise backend.start_timeout_s".into()
             }
@@ -262,6 +267,7 @@ pub trait Hypervisor: Send + Sync + 'static {
         None
     }
 
-    /// Stop what the backend started (supervised QEMUs); called once when the gateway exits.
+    /// Called once when the gateway exits: supervised QEMUs are stopped, or left running for
+    /// the next gateway run (`stop_domains_on_exit`, a domain's `stop_on_exit`).
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }

@@ -8,11 +8,14 @@
 //! a listing, the event poller and a lifecycle call at the same moment would otherwise see
 //! a refused connection and report the domain `unavailable` for a moment.
 //! Consoles are plain connections to the `vnc`/`spice`/`serial` sockets (a new one per
-//! tunnel; SPICE opens one per channel). Domains with `command` are
-//! started at construction and stopped by [`Hypervisor::shutdown`].
+//! tunnel; SPICE opens one per channel). Domains with `command` are started (or, when their
+//! QEMU still runs from an earlier gateway run, taken over: `supervise.rs`) at construction;
+//! [`Hypervisor::shutdown`] stops those whose `stop_on_exit` (default
+//! `backend.stop_domains_on_exit`, false) is on and leaves the others running.
 //!
 //! Lifecycle: `shutdown` is QMP `system_powerdown` (the ACPI power button), `reboot` is
-//! `system_reset`, `destroy` is `quit` (a supervised QEMU is then reaped). `start` re-spawns
+//! `system_reset`, `destroy` is `quit` (a supervised QEMU is then reaped, or, when taken
+//! over, watched until it is gone). `start` re-spawns
 //! the `command` of a supervised domain; a domain without `command` cannot be started by the
 //! gateway ([`BackendError::Unmanaged`]). A supervised QEMU that exited lists as `shut_off`
 //! (exit status 0: guest power-off, `quit`), `crashed` (killed by a signal) or `unavailable`
@@ -30,11 +33,14 @@ use tokio::sync::Mutex;
 use virtgate_proto::{ConsoleKind, Domain, DomainState};
 
 use super::qmp::{Qmp, QmpError};
-use super::supervise::{self, ExitWatch, Supervised};
+use super::supervise::{self, ExitWatch, Settings, Supervised};
 use super::{BackendError, BoxedStream, Hypervisor, Lifecycle};
 use crate::config::{self, DomainConfig};
 
+mod query;
 mod screenshot;
+
+use query::query;
 
 /// Bound on one QMP conversation (connect + queries).
 const QMP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,8 +56,10 @@ const EXIT_GRACE: Duration = Duration::from_millis(300);
 pub struct QemuBackend {
     /// The configured domains, in config order (listing order).
     domains: Vec<DomainConfig>,
-    /// `backend.start_timeout_s`, for starting supervised QEMUs again.
-    start_timeout: Duration,
+    /// `backend.start_timeout_s` and `backend.runtime_dir`, for starting supervised QEMUs.
+    settings: Settings,
+    /// Whether the gateway's exit stops the QEMU of each domain (same index as `domains`).
+    stop_on_exit: Vec<bool>,
     /// The QEMU we supervise for each domain (same index as `domains`); `None` for domains
     /// without `command` and after a destroy. Held across a start so two starts do not race.
     supervised: Vec<Mutex<Option<Supervised>>>,
@@ -71,20 +79,26 @@ impl std::fmt::Debug for QemuBackend {
 }
 
 impl QemuBackend {
-    /// Set up the backend, starting every domain that has a `command`. If one fails to start,
-    /// those already started are stopped again and the error is returned.
+    /// Set up the backend, starting (or taking over) every domain that has a `command`. If
+    /// one fails, those already up are stopped or left running as on the gateway's exit,
+    /// and the error is returned.
     pub async fn start(config: &config::Backend) -> Result<QemuBackend, BackendError> {
-        let timeout = Duration::from_secs(config.start_timeout_s);
+        let settings = Settings::from_config(config);
+        let stop_on_exit: Vec<bool> = config
+            .domains
+            .iter()
+            .map(|d| config.stops_on_exit(d))
+            .collect();
         let mut supervised: Vec<Option<Supervised>> = Vec::new();
         for d in &config.domains {
             if d.command.is_none() {
                 supervised.push(None);
                 continue;
             }
-            match supervise::start(d, timeout).await {
+            match supervise::start(d, &settings).await {
                 Ok(s) => supervised.push(Some(s)),
                 Err(e) => {
-                    join_all(supervised.into_iter().flatten().map(Supervised::stop)).await;
+                    release(supervised.into_iter().zip(&stop_on_exit)).await;
                     return Err(e);
                 }
             }
@@ -95,7 +109,8 @@ impl QemuBackend {
             .collect();
         Ok(QemuBackend {
             domains: config.domains.clone(),
-            start_timeout: timeout,
+            settings,
+            stop_on_exit,
             qmp_locks: config.domains.iter().map(|_| Mutex::new(())).collect(),
             supervised: supervised.into_iter().map(Mutex::new).collect(),
             exits,
@@ -230,7 +245,7 @@ impl QemuBackend {
         if let Some(old) = slot.take() {
             old.stop().await; // already exited: this only joins its watcher
         }
-        let s = supervise::start(d, self.start_timeout).await?;
+        let s = supervise::start(d, &self.settings).await?;
         if let Ok(mut w) = self.exits[i].lock() {
             *w = Some(s.exit_watch());
         }
@@ -248,6 +263,20 @@ impl QemuBackend {
     }
 }
 
+/// Let go of supervised QEMUs as the gateway exits: stop those whose flag is set (all at
+/// once), leave the others running for the next gateway run.
+async fn release(supervised: impl Iterator<Item = (Option<Supervised>, &bool)>) {
+    let mut stopping = Vec::new();
+    for (s, stop) in supervised {
+        match s {
+            Some(s) if *stop => stopping.push(s.stop()),
+            Some(s) => s.leave(),
+            None => {}
+        }
+    }
+    join_all(stopping).await;
+}
+
 /// The consoles a domain offers: one for each socket its `[[backend.domain]]` names.
 fn console_kinds(d: &DomainConfig) -> impl Iterator<Item = ConsoleKind> + '_ {
     [ConsoleKind::Vnc, ConsoleKind::Spice, ConsoleKind::Serial]
@@ -263,65 +292,6 @@ fn console_socket(d: &DomainConfig, kind: ConsoleKind) -> Option<&std::path::Pat
         ConsoleKind::Spice => d.spice.as_ref(),
         ConsoleKind::Serial => d.serial.as_ref(),
         _ => None,
-    }
-}
-
-/// What QMP tells about a domain.
-struct Queried {
-    /// From `query-status`.
-    state: DomainState,
-    /// From `query-uuid`; `None` for the nil UUID QEMU reports when none was set.
-    uuid: Option<String>,
-    /// Number of entries of `query-cpus-fast`.
-    vcpus: Option<u32>,
-    /// `base-memory` (+ `plugged-memory`) of `query-memory-size-summary`, in MiB.
-    memory_mib: Option<u64>,
-}
-
-async fn query(d: &DomainConfig) -> Result<Queried, QmpError> {
-    let mut qmp = Qmp::connect(&d.qmp).await?;
-    let status = qmp.execute("query-status").await?;
-    let state = state_from_status(status.get("status").and_then(Value::as_str).unwrap_or(""));
-    // The rest is best effort: older QEMUs lack some commands.
-    let uuid = qmp
-        .execute("query-uuid")
-        .await
-        .ok()
-        .and_then(|v| v.get("UUID").and_then(Value::as_str).map(str::to_owned))
-        .filter(|u| u != "00000000-0000-0000-0000-000000000000");
-    let vcpus = qmp
-        .execute("query-cpus-fast")
-        .await
-        .ok()
-        .and_then(|v| v.as_array().map(|a| a.len() as u32));
-    let memory_mib = qmp
-        .execute("query-memory-size-summary")
-        .await
-        .ok()
-        .and_then(|v| {
-            let base = v.get("base-memory").and_then(Value::as_u64)?;
-            let plugged = v.get("plugged-memory").and_then(Value::as_u64).unwrap_or(0);
-            Some((base + plugged) / (1024 * 1024))
-        });
-    Ok(Queried {
-        state,
-        uuid,
-        vcpus,
-        memory_mib,
-    })
-}
-
-/// QMP `RunState` names to API states.
-fn state_from_status(status: &str) -> DomainState {
-    match status {
-        "running" => DomainState::Running,
-        "paused" | "suspended" | "prelaunch" | "inmigrate" | "postmigrate" | "finish-migrate"
-        | "save-vm" | "restore-vm" | "colo" | "debug" | "io-error" | "watchdog" => {
-            DomainState::Paused
-        }
-        "shutdown" => DomainState::ShutOff,
-        "guest-panicked" | "internal-error" => DomainState::Crashed,
-        _ => DomainState::Other,
     }
 }
 
@@ -457,7 +427,11 @@ impl Hypervisor for QemuBackend {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            join_all((0..self.supervised.len()).map(|i| self.destroy_supervised(i))).await;
+            let mut taken = Vec::new();
+            for slot in &self.supervised {
+                taken.push(slot.lock().await.take());
+            }
+            release(taken.into_iter().zip(&self.stop_on_exit)).await;
         })
     }
 }
@@ -473,6 +447,8 @@ mod tests {
             libvirt_socket: None,
             libvirt_socket_ro: None,
             start_timeout_s: 2,
+            runtime_dir: None,
+            stop_domains_on_exit: false,
             domains: vec![DomainConfig {
                 name: "gone".into(),
                 qmp: qmp.into(),
@@ -480,6 +456,7 @@ mod tests {
                 spice: None,
                 serial: None,
                 command: None,
+                stop_on_exit: None,
             }],
         }
     }
@@ -564,7 +541,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_that_does_not_exist_is_named() {
+        let run = tempfile::tempdir().unwrap();
         let mut c = backend_config("/nonexistent/qmp.sock");
+        c.runtime_dir = Some(run.path().to_owned());
         c.domains[0].command = Some(vec!["/nonexistent/qemu-system-x86_64".into()]);
         let e = QemuBackend::start(&c).await.unwrap_err();
         assert!(
@@ -576,18 +555,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_that_exits_early_is_reported() {
+        let run = tempfile::tempdir().unwrap();
         let mut c = backend_config("/nonexistent/qmp.sock");
-        c.domains[0].command = Some(vec!["false".into()]);
+        c.runtime_dir = Some(run.path().to_owned());
+        c.domains[0].command = Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo no disk >&2; exit 1".into(),
+        ]);
         let e = QemuBackend::start(&c).await.unwrap_err();
         assert!(matches!(e, BackendError::ExitedEarly { .. }), "{e}");
-    }
-
-    #[test]
-    fn run_states_map() {
-        assert_eq!(state_from_status("running"), DomainState::Running);
-        assert_eq!(state_from_status("paused"), DomainState::Paused);
-        assert_eq!(state_from_status("shutdown"), DomainState::ShutOff);
-        assert_eq!(state_from_status("guest-panicked"), DomainState::Crashed);
-        assert_eq!(state_from_status("whatever"), DomainState::Other);
+        // Its output went to its log in the runtime folder; no pidfile is left.
+        let log = std::fs::read_to_string(run.path().join("domains/gone.log")).unwrap();
+        assert!(
+            log.contains("virtgated starts QEMU: sh -c") && log.ends_with("no disk\n"),
+            "{log}"
+        );
+        assert!(!run.path().join("domains/gone.pid").exists());
     }
 }

@@ -140,6 +140,19 @@ pub struct Backend {
     /// Seconds to wait for the QMP socket of a QEMU the gateway starts itself (default 30).
     #[serde(default = "default_start_timeout")]
     pub start_timeout_s: u64,
+    /// Folder of the gateway's runtime files (qemu only; default `/run/virtgate`): for each
+    /// domain with `command`, `domains/NAME.pid` (the pid of its QEMU) and `domains/NAME.log`
+    /// (QEMU's stdout and stderr). A gateway that starts while a domain's QEMU still runs
+    /// (after a restart, an upgrade or a crash of the gateway) finds it there and takes it
+    /// over instead of starting a second one. Must be writable by the gateway's user.
+    #[serde(default)]
+    pub runtime_dir: Option<PathBuf>,
+    /// Whether stopping the gateway (SIGTERM, SIGINT) also stops the QEMUs it supervises
+    /// (QMP `quit`, then SIGKILL after 5 s) (qemu only). Default `false`: they keep running,
+    /// the log names them, and the next gateway start takes them over. A domain's own
+    /// `stop_on_exit` overrides it.
+    #[serde(default)]
+    pub stop_domains_on_exit: bool,
     /// The VMs of the qemu backend, one `[[backend.domain]]` table each.
     #[serde(default, rename = "domain")]
     pub domains: Vec<DomainConfig>,
@@ -155,6 +168,8 @@ pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 pub const DEFAULT_LIBVIRT_SOCKET: &str = "/run/libvirt/libvirt-sock";
 /// `backend.libvirt_socket_ro` when not set.
 pub const DEFAULT_LIBVIRT_SOCKET_RO: &str = "/run/libvirt/libvirt-sock-ro";
+/// `backend.runtime_dir` when not set.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/virtgate";
 
 impl Backend {
     /// The libvirt URI, with its default.
@@ -167,6 +182,18 @@ impl Backend {
         self.libvirt_socket
             .as_deref()
             .unwrap_or(std::path::Path::new(DEFAULT_LIBVIRT_SOCKET))
+    }
+
+    /// The runtime folder (pidfiles, QEMU logs), with its default.
+    pub fn runtime_dir_path(&self) -> &std::path::Path {
+        self.runtime_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new(DEFAULT_RUNTIME_DIR))
+    }
+
+    /// Whether the gateway stops domain `d`'s QEMU when it exits.
+    pub fn stops_on_exit(&self, d: &DomainConfig) -> bool {
+        d.stop_on_exit.unwrap_or(self.stop_domains_on_exit)
     }
 
     /// libvirtd's read-only socket, with its default.
@@ -195,9 +222,14 @@ pub struct DomainConfig {
     /// The serial console socket (`-serial unix:PATH,server=on,wait=off`).
     #[serde(default)]
     pub serial: Option<PathBuf>,
-    /// When set, the gateway starts this program (no shell) and stops it on exit.
+    /// When set, the gateway starts this program (no shell), supervises it and takes it over
+    /// after a gateway restart (pidfile in `backend.runtime_dir`).
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// Whether stopping the gateway stops this domain's QEMU (domains with `command` only);
+    /// default: `backend.stop_domains_on_exit`.
+    #[serde(default)]
+    pub stop_on_exit: Option<bool>,
 }
 
 /// `[[rule]]`: who may do what on which domains.

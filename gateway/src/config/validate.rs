@@ -220,6 +220,7 @@ fn backend(config: &Config, p: &mut Problems) {
             "the default is 30",
         );
     }
+    supervision(b, p);
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, d) in b.domains.iter().enumerate() {
         let key = |k: &str| format!("backend.domain[{i}].{k}");
@@ -266,6 +267,38 @@ fn backend(config: &Config, p: &mut Problems) {
                     "give the program and its arguments: [\"qemu-system-x86_64\", \"-qmp\", ...]",
                 );
             }
+        }
+    }
+}
+
+/// `runtime_dir` (absolute; qemu only), `stop_domains_on_exit` (qemu only), a domain's
+/// `stop_on_exit` (only with `command`).
+fn supervision(b: &super::Backend, p: &mut Problems) {
+    if let Some(dir) = &b.runtime_dir {
+        p.absolute("backend.runtime_dir".into(), dir);
+    }
+    let libvirt = b.kind == BackendKind::Libvirt;
+    for (key, set) in [
+        ("backend.runtime_dir", b.runtime_dir.is_some()),
+        ("backend.stop_domains_on_exit", b.stop_domains_on_exit),
+    ] {
+        if libvirt && set {
+            let hint = "remove it: libvirtd keeps its domains running whatever the gateway does";
+            p.add(
+                key,
+                "only used by kind = \"qemu\" (QEMUs the gateway starts)",
+                hint,
+            );
+        }
+    }
+    for (i, d) in b.domains.iter().enumerate() {
+        if d.stop_on_exit.is_some() && d.command.is_none() {
+            let key = format!("backend.domain[{i}].stop_on_exit");
+            p.add(
+                key,
+                "only used with `command` (a QEMU the gateway starts)",
+                "remove it, or add `command`",
+            );
         }
     }
 }
