@@ -18,6 +18,7 @@ mod reload;
 mod service;
 mod spice;
 mod ssh;
+mod supervise;
 mod vnc;
 
 /// Shared set-up of the API tests: a CA, a QEMU domain `web1` and a gateway granting
