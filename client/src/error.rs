@@ -379,8 +379,9 @@ impl Error {
                     .into()
             }
             Error::ConnectionLost { .. } => {
-                "the gateway stopped, closed an idle connection (its `limits.idle_timeout_s`), or \
-                 the network broke; run the command again"
+                "the gateway stopped, closed an idle connection (its `limits.idle_timeout_s`), \
+                 the network broke, or this machine slept or froze too long; run the command \
+                 again"
                     .into()
             }
             Error::Listen { .. } => {

@@ -569,7 +569,9 @@ fn lost(context: &TlsContext, e: &hyper::Error) -> Error {
     }
     let text = chain_text(e);
     let reason = if text.contains("close_notify") {
-        "the gateway closed the connection abruptly (it stopped or crashed)".to_owned()
+        "the gateway closed the connection abruptly (it stopped or crashed, or gave up on \
+         this client when a keepalive went unanswered)"
+            .to_owned()
     } else {
         text.strip_prefix("connection error: ")
             .unwrap_or(&text)

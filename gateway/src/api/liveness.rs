@@ -2,12 +2,14 @@
 //! plaintext byte stream (under TLS, above the socket) that [`super::serve_connection`] asks
 //! through [`Liveness`].
 //!
-//! - Dead: hyper sends an HTTP/2 PING after `limits.keepalive_interval_s` without a frame
-//!   and closes the connection when no answer came `limits.keepalive_timeout_s` later.
-//!   Closing means writing a GOAWAY, which a frozen client whose socket buffers are full
-//!   never lets through; so once nothing has been read for both plus a little slack,
-//!   [`Liveness::dead`] resolves and the connection is dropped, which ends its tunnels
-//!   (their streams fail; the kernel's socket is closed).
+//! - Dead: hyper sends an HTTP/2 PING after `limits.keepalive_interval_s` without a frame;
+//!   a live client answers within a round trip, so it is never silent for longer than the
+//!   interval plus `limits.keepalive_timeout_s`. Once nothing has been read for that long,
+//!   [`Liveness::dead`] resolves and the connection is dropped: every stream on it fails
+//!   at once (broken pipe), so every tunnel ends, and the socket is closed. (hyper's own
+//!   give-up, a GOAWAY, would hand the tunnels an end of stream instead, which a backend
+//!   that does not read never notices, and cannot get out to a frozen client whose socket
+//!   buffers are full.)
 //! - Idle: `limits.idle_timeout_s` closes (GOAWAY) a connection that has had no open stream
 //!   for that long. hyper does not say how many streams are open, so the watch reads the
 //!   frame headers going by (9 bytes each; payloads are skipped, not copied): a client's

@@ -86,9 +86,12 @@ pub struct ConnCtx {
 /// (see `virtgate_proto::tuning`).
 use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
-/// Slack after hyper's own keepalive deadline before [`liveness`] drops a silent client's
-/// connection itself (when hyper's GOAWAY cannot get out to a frozen client).
-const DEAD_SLACK: Duration = Duration::from_secs(1);
+/// How much later than [`liveness`] hyper's own keepalive would give up: hyper only sends
+/// the PINGs. Its way of giving up (a GOAWAY) hands every tunnel an end of stream, which a
+/// backend that does not read (a quiet serial console) never notices, and cannot get out to
+/// a frozen client with full buffers; `liveness` drops the connection instead, which fails
+/// every stream on it at once.
+const HYPER_SLACK: Duration = Duration::from_secs(1);
 
 /// `limits.keepalive_interval_s` and `limits.keepalive_timeout_s`.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +110,8 @@ impl Keepalive {
         }
     }
 
-    /// The longest a live client stays silent: hyper gives up after this much.
+    /// The longest a live client stays silent: PINGed after `interval`, it answers within
+    /// `timeout`.
     fn bound(&self) -> Duration {
         self.interval + self.timeout
     }
@@ -141,10 +145,10 @@ where
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
-        // A peer that vanished without closing is noticed and its tunnels end (hyper pings
-        // idle connections too); `liveness` drops it if even the GOAWAY cannot get out.
+        // hyper PINGs a silent peer (idle connections too); `liveness` gives it up when no
+        // answer came (see HYPER_SLACK), and its tunnels end
         .keep_alive_interval(keepalive.interval)
-        .keep_alive_timeout(keepalive.timeout);
+        .keep_alive_timeout(keepalive.timeout + keepalive.interval + HYPER_SLACK);
     let shutdown = state.shutdown.clone();
     // hyper runs HTTP/2 streams in tasks of their own: carry the connection's span over.
     let span = tracing::Span::current();
@@ -167,7 +171,7 @@ where
             tracing::info!("closing the connection: its certificate is no longer accepted");
             return;
         }
-        _ = live.dead(keepalive.bound() + DEAD_SLACK) => {
+        _ = live.dead(keepalive.bound()) => {
             tracing::info!(keepalive_timeout_s = keepalive.timeout.as_secs(), "closing the connection: the client stopped answering (no reply to keepalive); its tunnels end");
             return;
         }

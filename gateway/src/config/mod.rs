@@ -271,7 +271,8 @@ pub struct Limits {
     /// default. Idle connections are pinged too.
     pub keepalive_interval_s: u64,
     /// Seconds a client has to answer that PING before its connection is closed and its
-    /// tunnels end (default 5).
+    /// tunnels end (default 5). Raise it for clients on slow links, where a PING can wait
+    /// behind seconds of console data already queued for them.
     pub keepalive_timeout_s: u64,
     /// Close a connection that has had no open request or stream (call, tunnel, event
     /// stream) for this many seconds, with a GOAWAY. Off when unset (the default): a

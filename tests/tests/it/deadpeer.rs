@@ -67,20 +67,24 @@ fn frozen_client_loses_its_tunnels_within_15_s() {
     let c = w.client("c", 0, &w.alice);
     let mut fwd = c.vnc("web1", &[]);
     let _viewer = vnc_client(fwd.addr);
-    poll("the VNC tunnel open", PATIENCE, || {
-        (tunnels() == 1.0).then_some(())
+    // and a serial console: QEMU does not read it while the guest does not, so only a
+    // stream that fails (not one that merely ends) frees its tunnel
+    let (mut console, _out) = spawn(&c, "console", &["console", "web1"]);
+    poll("the VNC and serial tunnels open", PATIENCE, || {
+        (tunnels() == 2.0).then_some(())
     });
 
     fwd.child.signal("STOP");
+    console.child.signal("STOP");
     let t0 = Instant::now();
     poll(
-        "the gateway to free the frozen client's tunnel",
+        "the gateway to free the frozen clients' tunnels",
         PATIENCE,
         || (tunnels() == 0.0).then_some(()),
     );
     let freed = t0.elapsed();
     eprintln!(
-        "deadpeer: SIGSTOP: the gateway freed the tunnel after {:.1} s",
+        "deadpeer: SIGSTOP: the gateway freed the tunnels (vnc, serial) after {:.1} s",
         freed.as_secs_f64()
     );
     assert!(
@@ -97,6 +101,7 @@ fn frozen_client_loses_its_tunnels_within_15_s() {
     );
 
     // thawed, the forwarder finds its connection gone and says so
+    console.child.signal("CONT");
     fwd.child.signal("CONT");
     let t1 = Instant::now();
     let status = fwd
@@ -116,6 +121,14 @@ fn frozen_client_loses_its_tunnels_within_15_s() {
         "{err}"
     );
     assert!(err.contains("hint: "), "{err}");
+    let status = console
+        .child
+        .wait_deadline(PATIENCE)
+        .expect("the thawed console ends");
+    let err = lines(&console.stderr, &mut console.seen);
+    eprintln!("deadpeer: SIGSTOP: the thawed console said:\n{err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("error: "), "{err}");
 }
 
 /// A running client command whose output is watched.
