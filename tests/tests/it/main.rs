@@ -13,6 +13,7 @@ mod graphics;
 mod kerberos;
 mod libvirt;
 mod lifecycle;
+mod package;
 mod pki;
 mod reload;
 mod service;
