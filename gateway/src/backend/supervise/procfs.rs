@@ -11,7 +11,7 @@
 //! libc binding of its own.
 
 use std::os::unix::process::ExitStatusExt as _;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 /// The fields of `/proc/PID/stat` the gateway uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,25 +90,17 @@ pub fn liveness(pid: u32, start_time: u64) -> Liveness {
 /// Send `signal` (`TERM`, `KILL`) to `pid` if it is still the process that started at
 /// `start_time`; `Err` says why not (for the log).
 pub async fn signal(pid: u32, start_time: u64, signal: &str) -> Result<(), String> {
+    use rustix::process::{kill_process, Pid, Signal};
     if liveness(pid, start_time) != Liveness::Alive {
         return Ok(());
     }
-    let out = tokio::process::Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run kill(1): {e} (Debian: apt-get install procps)"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "kill -s {signal} {pid}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    let sig = match signal {
+        "KILL" => Signal::KILL,
+        "TERM" => Signal::TERM,
+        other => return Err(format!("unknown signal {other}")),
+    };
+    let target = Pid::from_raw(pid as i32).ok_or_else(|| format!("bad pid {pid}"))?;
+    kill_process(target, sig).map_err(|e| format!("kill -s {signal} {pid}: {e}"))
 }
 
 #[cfg(test)]
