@@ -273,8 +273,13 @@ fn installs_on_a_fresh_debian_12_and_the_service_answers() {
     // the README's set-up: an encrypted CA key, the gateway's files, a user's files
     c.write_secret("/root/ca.pass", "correct horse ca\n");
     c.write_secret("/root/alice.pass", "alice battery\n");
+    // as the README has it: `umask 077` first, which virtgate-pki's modes must not depend on
     let pki = |args: &[&str]| {
         let mut all = vec![
+            "sh",
+            "-c",
+            "umask 077 && exec \"$@\"",
+            "sh",
             "virtgate-pki",
             "--dir",
             "/etc/virtgate/ca",
