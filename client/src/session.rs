@@ -35,7 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
-use virtgate_proto::{ApiPath, Problem, PROBLEM_CONTENT_TYPE, TUNNEL_PROTOCOL};
+use virtgate_proto::{ApiPath, TUNNEL_PROTOCOL};
 
 use crate::error::{
     chain_text, find_tls_error, Error, KerberosContext, KerberosFailure, TlsContext, TlsFailure,
@@ -46,8 +46,8 @@ use crate::transport::Transport;
 mod body;
 pub mod liveness;
 
-use body::content_type;
 pub use body::BodyStream;
+use body::{content_type, problem};
 pub use liveness::Keepalive;
 use liveness::{Liveness, Watched};
 
@@ -580,63 +580,5 @@ fn lost(context: &TlsContext, e: &hyper::Error) -> Error {
     Error::ConnectionLost {
         server: context.server.clone(),
         reason,
-    }
-}
-
-/// The problem+json body of an error answer, or one made up from the status and text.
-fn problem(status: StatusCode, body: &[u8]) -> Error {
-    if let Ok(p) = serde_json::from_slice::<Problem>(body) {
-        return Error::Problem { problem: p };
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    let mut p = Problem::new(
-        status.as_u16(),
-        "http",
-        format!(
-            "the gateway answered {} {}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        )
-        .trim_end()
-        .to_owned(),
-    );
-    if !text.is_empty() {
-        p = p.detail(text.chars().take(300).collect::<String>());
-    }
-    p = p.hint(format!(
-        "expected a {PROBLEM_CONTENT_TYPE} body; is this a virtgated gateway?"
-    ));
-    Error::Problem { problem: p }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::report;
-
-    #[test]
-    fn problem_bodies_are_decoded() {
-        let body = br#"{"type":"urn:virtgate:domain-not-found","title":"no such domain","status":404,"detail":"domain `zz` does not exist or is not yours","hint":"run `virtgate list` to see your domains"}"#;
-        let e = problem(StatusCode::NOT_FOUND, body);
-        assert_eq!(
-            report(&e),
-            "error: no such domain: domain `zz` does not exist or is not yours\n\
-             hint: run `virtgate list` to see your domains"
-        );
-    }
-
-    #[test]
-    fn other_bodies_become_a_problem_naming_the_status() {
-        let e = problem(StatusCode::BAD_GATEWAY, b"upstream down\n");
-        let r = report(&e);
-        assert!(
-            r.starts_with("error: the gateway answered 502 Bad Gateway: upstream down"),
-            "{r}"
-        );
-        assert!(
-            r.contains("hint: expected a application/problem+json body"),
-            "{r}"
-        );
     }
 }

@@ -1,11 +1,13 @@
-//! Answers read as they arrive: the body of [`Session::get_stream`] (the event stream), and
-//! the content type of any answer.
+//! Answers read as they arrive: the body of [`Session::get_stream`] (the event stream), the
+//! content type of any answer, and the problem+json body of an error answer.
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::Response;
+use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use virtgate_proto::{Problem, PROBLEM_CONTENT_TYPE};
 
 use super::Session;
 use crate::error::Error;
@@ -46,4 +48,62 @@ pub(super) fn content_type(resp: &Response<Incoming>) -> Option<String> {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// The problem+json body of an error answer, or one made up from the status and text.
+pub(super) fn problem(status: StatusCode, body: &[u8]) -> Error {
+    if let Ok(p) = serde_json::from_slice::<Problem>(body) {
+        return Error::Problem { problem: p };
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut p = Problem::new(
+        status.as_u16(),
+        "http",
+        format!(
+            "the gateway answered {} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .trim_end()
+        .to_owned(),
+    );
+    if !text.is_empty() {
+        p = p.detail(text.chars().take(300).collect::<String>());
+    }
+    p = p.hint(format!(
+        "expected a {PROBLEM_CONTENT_TYPE} body; is this a virtgated gateway?"
+    ));
+    Error::Problem { problem: p }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::report;
+
+    #[test]
+    fn problem_bodies_are_decoded() {
+        let body = br#"{"type":"urn:virtgate:domain-not-found","title":"no such domain","status":404,"detail":"domain `zz` does not exist or is not yours","hint":"run `virtgate list` to see your domains"}"#;
+        let e = problem(StatusCode::NOT_FOUND, body);
+        assert_eq!(
+            report(&e),
+            "error: no such domain: domain `zz` does not exist or is not yours\n\
+             hint: run `virtgate list` to see your domains"
+        );
+    }
+
+    #[test]
+    fn other_bodies_become_a_problem_naming_the_status() {
+        let e = problem(StatusCode::BAD_GATEWAY, b"upstream down\n");
+        let r = report(&e);
+        assert!(
+            r.starts_with("error: the gateway answered 502 Bad Gateway: upstream down"),
+            "{r}"
+        );
+        assert!(
+            r.contains("hint: expected a application/problem+json body"),
+            "{r}"
+        );
+    }
 }

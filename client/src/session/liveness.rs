@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::error::Error;
+use crate::profile::Profile;
+
 /// HTTP/2 keepalive: a PING after `interval` of silence, answered within `timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
@@ -50,6 +53,36 @@ impl Keepalive {
     /// because the keepalive ran out (a little slack for timer rounding).
     pub fn ran_out(&self, silent: Duration) -> bool {
         silent + Duration::from_millis(100) >= self.bound()
+    }
+
+    /// The profile's keepalive keys over the defaults; 0 is refused (it would turn keepalive off
+    /// or give up at once).
+    pub fn from_profile(profile: Option<&Profile>) -> Result<Keepalive, Error> {
+        let mut k = Keepalive::default();
+        let Some(p) = profile else { return Ok(k) };
+        for (key, value, slot) in [
+            (
+                "keepalive_interval_s",
+                p.keepalive_interval_s,
+                &mut k.interval,
+            ),
+            ("keepalive_timeout_s", p.keepalive_timeout_s, &mut k.timeout),
+        ] {
+            match value {
+                None => {}
+                Some(0) => {
+                    return Err(Error::Setting {
+                        message: format!("`{key} = 0` in profile `{}`", p.name),
+                        hint: format!(
+                            "give it at least 1 second, or remove it for the default ({} s)",
+                            slot.as_secs()
+                        ),
+                    })
+                }
+                Some(s) => *slot = std::time::Duration::from_secs(s),
+            }
+        }
+        Ok(k)
     }
 
     /// russh's keepalive for the SSH transport: probes every `interval`, and gives up after
@@ -184,6 +217,25 @@ mod tests {
         };
         // gives up after (3 + 1) * 2 = 8 s >= 2 + 5
         assert_eq!(k.ssh(), (Duration::from_secs(2), 3));
+    }
+
+    #[test]
+    fn profile_keys_override_the_defaults_and_zero_is_refused() {
+        use crate::profile::Profiles;
+        let parse = |keys: &str| {
+            let text = format!("[profile.k]\nurl = \"virtgate://gw\"\n{keys}");
+            let p = Profiles::parse(std::path::Path::new("/c/config.toml"), &text, None).unwrap();
+            Keepalive::from_profile(p.profiles.get("k"))
+        };
+        assert_eq!(Keepalive::from_profile(None).unwrap(), Keepalive::default());
+        let k = parse("keepalive_interval_s = 2\nkeepalive_timeout_s = 3\n").unwrap();
+        assert_eq!(
+            (k.interval, k.timeout),
+            (Duration::from_secs(2), Duration::from_secs(3))
+        );
+        let e = parse("keepalive_interval_s = 0\n").unwrap_err();
+        assert_eq!(e.to_string(), "`keepalive_interval_s = 0` in profile `k`");
+        assert!(e.hint().unwrap().contains("at least 1 second"), "{e:?}");
     }
 
     #[tokio::test]

@@ -228,8 +228,9 @@ fn network_cut_frees_the_gateway_and_ends_every_client_within_15_s() {
         },
     ];
 
-    let mut cut = NetCut::tcp_port(gateway.addrs[0].port());
+    // timed from the moment the rules go in (the cut checks itself for a second)
     let t0 = Instant::now();
+    let mut cut = NetCut::tcp_port(gateway.addrs[0].port());
     let mut freed = None;
     while (freed.is_none() || clients.iter().any(|c| c.exit.is_none())) && t0.elapsed() < PATIENCE {
         if freed.is_none() && tunnels() == 0.0 {
@@ -322,8 +323,9 @@ fn network_cut_under_ssh_ends_the_client_and_frees_the_gateway_within_15_s() {
         (tunnels() == 1.0).then_some(())
     });
 
-    let mut cut = NetCut::tcp_port(sshd.port);
+    // timed from the moment the rules go in (the cut checks itself for a second)
     let t0 = Instant::now();
+    let mut cut = NetCut::tcp_port(sshd.port);
     let (mut freed, mut exit) = (None, None);
     while (freed.is_none() || exit.is_none()) && t0.elapsed() < PATIENCE {
         if freed.is_none() && tunnels() == 0.0 {
