@@ -7,6 +7,7 @@
 mod api;
 mod badinput;
 mod config;
+mod deadpeer;
 mod demo;
 mod fixtures;
 mod graphics;
