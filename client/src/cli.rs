@@ -21,9 +21,16 @@ use crate::profile::{AuthKind, Env, Profiles};
 use crate::session::Keepalive;
 use crate::url::GatewayUrl;
 
-/// virtgate: reach the virtual machines behind a virtgated gateway.
+/// Reach the virtual machines behind a virtgated gateway.
+///
+/// One connection to the gateway carries every call and console. Profiles live in
+/// $XDG_CONFIG_HOME/virtgate/config.toml (~/.config/virtgate/config.toml, or
+/// $VIRTGATE_CONFIG), one [profile.NAME] per gateway with url, ca, cert, key and auth; relative
+/// paths are relative to that folder. The key passphrase comes from --passphrase-file, then
+/// $VIRTGATE_KEY_PASSPHRASE, then the profile's passphrase_command, then a prompt. Exit
+/// status: 0 ok, 1 error, 2 usage.
 #[derive(Debug, Parser)]
-#[command(name = "virtgate", version, about, max_term_width = 100)]
+#[command(name = "virtgate", version, max_term_width = 100)]
 pub struct Cli {
     /// Flags that say which gateway and how to log in.
     #[command(flatten)]

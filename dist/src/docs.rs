@@ -8,8 +8,8 @@
 //! DIR/bash/virtgate   DIR/zsh/_virtgate   DIR/fish/virtgate.fish   (and the other two)
 //! ```
 //!
-//! Every subcommand gets a page of its own (`virtgate-list.1`), named in the SEE ALSO-less
-//! SUBCOMMANDS list of its parent page, as `git` does.
+//! Every subcommand gets a page of its own (`virtgate-list.1`), named in the SUBCOMMANDS
+//! list of its parent page, as `git` does.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -97,10 +97,8 @@ fn write_man(dir: &Path, cmd: &clap::Command, section: &str) -> Result<Vec<PathB
         .with_context(|| format!("rendering the man page of {name}"))?;
     fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
     let mut written = vec![path];
+    // every page the SUBCOMMANDS list names, `help` included
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        if sub.get_name() == "help" {
-            continue;
-        }
         written.extend(write_man(dir, sub, section)?);
     }
     Ok(written)

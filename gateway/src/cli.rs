@@ -9,8 +9,16 @@ use crate::config::DEFAULT_CONFIG_PATH;
 
 /// The virtgate gateway: management API, VNC, SPICE and serial consoles and libvirt RPC over
 /// one connection per client.
+///
+/// Reads /etc/virtgate/gateway.toml (`virtgated schema` describes every key). Runs as the
+/// `virtgate` user under systemd (virtgated.service, Type=notify) or OpenRC
+/// (/etc/init.d/virtgated). SIGHUP, `virtgated reload` and `systemctl reload virtgated`
+/// re-read the configuration and every file it names without dropping connections; SIGTERM
+/// drains the connections and stops. Certificates come from virtgate-pki(8):
+/// /etc/virtgate/pki holds what the gateway reads, the CA in /etc/virtgate/ca stays private.
+/// The audit log is in /var/log/virtgate, the sockets in /run/virtgate.
 #[derive(Debug, Parser)]
-#[command(name = "virtgated", version)]
+#[command(name = "virtgated", version, max_term_width = 100)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "VIRTGATE_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
