@@ -105,7 +105,7 @@ impl Subscriber {
                     return None;
                 }
                 _ = self.guard.close.cancelled() => {
-                    tracing::info!("event stream closed: access taken back by a reload");
+                    tracing::info!("event stream closed: its connection ended, or a reload took its right back");
                     return None;
                 }
             };

@@ -154,6 +154,10 @@ where
     let span = tracing::Span::current();
     let conn_auth = auth.clone();
     let close = registered.close.clone();
+    // However the connection ends, its tunnels end with it: hyper hands an upgraded stream
+    // only an end of file when its connection goes, and a console that sends nothing (a
+    // serial line) would keep the tunnel open forever.
+    let _end_streams = registered.close.clone().drop_guard();
     let conn_ctx = Arc::new(ConnCtx {
         id: registered.id,
         // descriptors libvirt passes through this connection's libvirt tunnels wait here

@@ -299,7 +299,7 @@ where
                     return;
                 }
                 _ = guard.close.cancelled() => {
-                    tracing::info!("tunnel closed: access taken back by a reload");
+                    tracing::info!("tunnel closed: its connection ended, or a reload took its right back");
                     return;
                 }
             };

@@ -191,3 +191,53 @@ fn metrics_are_prometheus_text_that_promtool_accepts() {
     assert!(failed >= 1.0, "{failed}");
     drop(fwd);
 }
+
+#[test]
+fn a_connection_that_ends_takes_its_console_tunnels_with_it() {
+    let dir = virtgate_tests::tempdir();
+    let pki = Pki::new(dir.path(), "ca");
+    let alice = pki.client("alice", None);
+    let kernel = virtgate_tests::guest_kernel(dir.path(), virtgate_tests::GuestOptions::default());
+    let qemu = QemuBuilder::new("web1").kernel(&kernel).start(dir.path());
+    let gw = GatewayBuilder::new(&pki)
+        .domain(qemu.domain_toml())
+        .rule(&["alice"], &["web*"], "operator")
+        .start(&dir.path().join("gw"));
+    let serial_open = || {
+        virtgate_tests::metric(
+            &alice,
+            &pki.ca_pem,
+            &gw.https(0),
+            "virtgate_tunnels_open{kind=\"serial\"}",
+        )
+    };
+    // a client opens the serial console (QEMU takes one client at a time) and goes away
+    {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let mut h2 =
+                virtgate_tests::fixture::h2::H2::connect(gw.addrs[0], &alice, &pki.ca_pem).await;
+            let serial = h2.tunnel("/v1/domains/web1/serial").await;
+            virtgate_tests::poll("the tunnel counted", Duration::from_secs(10), || {
+                (serial_open() == 1.0).then_some(())
+            });
+            // the client lets go of the stream and of the connection: h2 resets the
+            // stream and closes the connection politely (GOAWAY); the gateway sees only
+            // an end of file on the tunnel
+            drop(serial);
+            drop(h2);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+    }
+    virtgate_tests::poll(
+        "the serial tunnel closed with its connection",
+        Duration::from_secs(10),
+        || (serial_open() == 0.0).then_some(()),
+    );
+    // and the console can be opened again: the old tunnel no longer holds QEMU's socket
+    let c = ClientUser::new(&dir.path().join("alice"), &gw.url(0), &alice);
+    let mut console = c.console("web1");
+    console.send(b"again\n");
+    console.wait_for("again", Duration::from_secs(20));
+    assert!(console.leave().success());
+}
