@@ -12,7 +12,7 @@
 //!
 //! Layout: `docs.rs` (clap_mangen, clap_complete), `inventory.rs` (`cargo metadata`, the
 //! linked closure), `spdx.rs` (licence expressions and the allow-list), `copyright.rs`
-//! (the DEP-5 file), `texts.rs` (licence texts for the copyright file).
+//! (the DEP-5 file and the licence texts it carries).
 //! `scripts/package.sh` runs `docs` before `cargo deb`; the tests run the `--check`s.
 
 #![forbid(unsafe_code)]
@@ -21,7 +21,6 @@ mod copyright;
 mod docs;
 mod inventory;
 mod spdx;
-mod texts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

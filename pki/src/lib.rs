@@ -9,8 +9,8 @@
 //! ca.rs             Ca: init/open a CA folder, issue server and client certificates,
 //!  │  │             sign CSRs, revoke, write files next to the certificates
 //!  │  ├─ publish.rs the gateway's files in a folder shared with its group; CRL copies
-//!  │  ├─ share.rs   groups and modes of shared folders; which folder keeps a user out
-//!  │  ├─ sysdb.rs   user and group names from /etc/passwd and /etc/group
+//!  │  ├─ share.rs   groups and modes of shared folders, which folder keeps a user out,
+//!  │  │             user and group names from /etc/passwd and /etc/group
 //!  │  ├─ crl.rs     signed CRLs from the revoked entries of the index
 //!  │  ├─ options.rs validity periods and the options of init / issue-*
 //!  │  ├─ index.rs   index.json: what was issued, revocations, CRL number (pure data)
@@ -41,7 +41,6 @@ pub mod options;
 pub mod passphrase;
 pub mod publish;
 pub mod share;
-pub mod sysdb;
 
 pub use ca::{Ca, ClientOptions, InitOptions, IssuedCert, ServerOptions, Validity};
 pub use error::{CaError, KeyFileError};

@@ -22,8 +22,8 @@ use crate::ca::{write_public, Ca, IssuedCert, CA_CERT, CRL};
 use crate::error::{CaError, KeyFileError};
 use crate::files::{self, Existing};
 use crate::keyfile;
+use crate::share::Group;
 use crate::share::{self, is_ca_folder, SHARED_DIR_MODE, SHARED_KEY_MODE};
-use crate::sysdb::Group;
 
 /// File names `issue-server` writes into its output folder.
 const SERVER_FILES: &[&str] = &["server.pem", "server.key", CA_CERT, CRL];

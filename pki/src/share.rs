@@ -13,6 +13,10 @@
 //!
 //! [`blocking_folder`] finds the folder on a path that keeps the current user out, so that
 //! an error about an unreadable file can name the folder instead of the file's mode.
+//!
+//! User and group names come from `/etc/passwd` and `/etc/group`, parsed directly (no FFI,
+//! so the crate stays free of `unsafe`): accounts that only exist in NSS sources such as
+//! LDAP are not seen, and their ids are shown as numbers.
 
 use std::fs;
 use std::io;
@@ -20,7 +24,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::CaError;
-use crate::sysdb::{self, Group};
 
 /// The group the package creates for the gateway; `issue-server` shares its files with it
 /// when it exists and no `--group` is given.
@@ -50,10 +53,10 @@ impl GroupChoice {
     /// Resolves the choice to a group id; a named group that does not exist is an error.
     pub fn resolve(&self) -> Result<Option<Group>, CaError> {
         match self {
-            GroupChoice::Named(name) => sysdb::group_by_name(name)
+            GroupChoice::Named(name) => group_by_name(name)
                 .map(Some)
                 .ok_or_else(|| CaError::UnknownGroup { name: name.clone() }),
-            GroupChoice::Default => Ok(sysdb::group_by_name(SERVICE_GROUP)),
+            GroupChoice::Default => Ok(group_by_name(SERVICE_GROUP)),
             GroupChoice::Nobody => Ok(None),
         }
     }
@@ -108,8 +111,8 @@ pub fn describe(path: &Path) -> Option<String> {
     let meta = fs::metadata(path).ok()?;
     Some(format!(
         "{}:{} {:04o}",
-        sysdb::user_name(meta.uid()),
-        sysdb::group_name(meta.gid()),
+        user_name(meta.uid()),
+        group_name(meta.gid()),
         meta.mode() & 0o7777
     ))
 }
@@ -135,6 +138,93 @@ pub fn unreadable_hint(path: &Path) -> String {
         "the file{what} must be readable by the user running this program: check `ls -l {}`",
         path.display()
     )
+}
+
+/// The system's group database.
+pub const GROUP_FILE: &str = "/etc/group";
+/// The system's user database.
+pub const PASSWD_FILE: &str = "/etc/passwd";
+
+/// A group that may read the files written for a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Its name (`virtgate`).
+    pub name: String,
+    /// Its numeric id.
+    pub gid: u32,
+}
+
+/// The group called `name` in `/etc/group`; `None` when there is none (or the file cannot
+/// be read).
+pub fn group_by_name(name: &str) -> Option<Group> {
+    group_by_name_in(&read(GROUP_FILE), name)
+}
+
+/// The name of group `gid`, or the number as text.
+pub fn group_name(gid: u32) -> String {
+    name_of_id(&read(GROUP_FILE), gid).unwrap_or_else(|| gid.to_string())
+}
+
+/// The name of user `uid`, or the number as text.
+pub fn user_name(uid: u32) -> String {
+    name_of_id(&read(PASSWD_FILE), uid).unwrap_or_else(|| uid.to_string())
+}
+
+/// Reads a database file; an unreadable one counts as empty.
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(path)).unwrap_or_default()
+}
+
+/// Looks `name` up in `/etc/group` text (`name:x:gid:members`).
+pub fn group_by_name_in(text: &str, name: &str) -> Option<Group> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let n = fields.next()?;
+        let _password = fields.next()?;
+        let gid = fields.next()?.trim().parse().ok()?;
+        (n == name).then(|| Group {
+            name: n.to_string(),
+            gid,
+        })
+    })
+}
+
+/// The name with id `id` in `/etc/passwd` or `/etc/group` text (the id is the third field
+/// of both).
+pub fn name_of_id(text: &str, id: u32) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        let this: u32 = fields.next()?.trim().parse().ok()?;
+        (this == id && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod sysdb_tests {
+    use super::*;
+
+    const GROUPS: &str =
+        "root:x:0:\nkvm:x:104:virtgate\nvirtgate:x:998:\n# junk\nbad:x:notanumber:\n";
+    const USERS: &str =
+        "root:x:0:0:root:/root:/bin/bash\nvirtgate:x:998:998::/nonexistent:/usr/sbin/nologin\n";
+
+    #[test]
+    fn groups_by_name_and_id() {
+        assert_eq!(
+            group_by_name_in(GROUPS, "virtgate"),
+            Some(Group {
+                name: "virtgate".into(),
+                gid: 998
+            })
+        );
+        assert_eq!(group_by_name_in(GROUPS, "libvirt"), None);
+        assert_eq!(group_by_name_in(GROUPS, "bad"), None);
+        assert_eq!(name_of_id(GROUPS, 104).as_deref(), Some("kvm"));
+        assert_eq!(name_of_id(USERS, 998).as_deref(), Some("virtgate"));
+        assert_eq!(name_of_id(USERS, 5), None);
+    }
 }
 
 #[cfg(test)]

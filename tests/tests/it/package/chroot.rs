@@ -368,6 +368,13 @@ fn installs_on_a_fresh_debian_12_and_the_service_answers() {
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(uid.trim())),
         "the gateway does not run as virtgate:\n{status}"
     );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", pid.trim())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 65536 ")),
+        "rc_ulimit did not raise the descriptor limit:\n{limits}"
+    );
     let log = c.path("/var/log/virtgate/virtgated.log");
     let port = poll(
         "the gateway's TCP port in its log",

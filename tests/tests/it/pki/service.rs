@@ -64,7 +64,7 @@ fn gateway_config(t: &Path, pki: &Path) -> PathBuf {
 
 /// Group id of `name` in /etc/group.
 fn gid_of(name: &str) -> u32 {
-    virtgate_pki::sysdb::group_by_name(name)
+    virtgate_pki::share::group_by_name(name)
         .unwrap_or_else(|| panic!("no group {name} in /etc/group"))
         .gid
 }
