@@ -234,6 +234,9 @@ fn installs_on_a_fresh_debian_12_and_the_service_answers() {
     let cache = timed("bookworm root (cached after the first run)", bookworm_root);
     let c = timed("copy of the root", || Chroot::new(&cache));
     std::fs::copy(deb, c.path("/tmp/virtgate.deb")).expect("copy the .deb in");
+    // what udev and libvirt-daemon-system would have made on a hypervisor host
+    c.ok(&["groupadd", "--system", "kvm"]);
+    c.ok(&["groupadd", "--system", "libvirt"]);
     timed("apt-get update", || c.ok(&["apt-get", "update", "-q"]));
     let out = timed("apt-get install ./virtgate.deb", || {
         c.ok(&[
@@ -257,6 +260,13 @@ fn installs_on_a_fresh_debian_12_and_the_service_answers() {
             .ends_with(":/var/lib/virtgate:/usr/sbin/nologin"),
         "{user}"
     );
+    let groups = c.ok(&["id", "-nG", "virtgate"]);
+    for g in ["virtgate", "kvm", "libvirt"] {
+        assert!(
+            groups.split_whitespace().any(|x| x == g),
+            "virtgate is not in {g}: {groups}"
+        );
+    }
     assert_eq!(c.stat("/var/log/virtgate"), "virtgate:virtgate 750");
     assert_eq!(c.stat("/run/virtgate"), "virtgate:virtgate 755");
     assert_eq!(c.stat("/etc/virtgate/gateway.toml"), "root:root 644");
