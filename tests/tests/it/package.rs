@@ -5,8 +5,9 @@
 //! answers `virtgate whoami`.
 //!
 //! Needs dpkg-dev, lintian, debootstrap, binutils and systemd's `systemd-analyze`
-//! (scripts/setup.sh installs them); building the package takes a release build of the
-//! workspace (a few minutes the first time; `target/deb/` is reused afterwards).
+//! (scripts/setup.sh installs them). Building the package is the release build that
+//! scripts/bench.sh also makes (`cargo build --release --bins`): minutes the first time,
+//! shared with the benchmark and reused afterwards.
 
 mod chroot;
 
