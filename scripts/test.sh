@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --bins
+# the package test needs the .deb: build it (a release build) before the timing-sensitive
+# tests run, not beside them
+scripts/package.sh >/dev/null
 cargo test --workspace "$@"
