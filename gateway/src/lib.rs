@@ -186,10 +186,11 @@ impl Error {
 }
 
 /// An error and its causes on one line (like anyhow's `{:#}`), leaving out causes whose
-/// text the message already carries.
+/// text the message already carries; an `io::Error` is looked into (hyper and h2 hide the
+/// telling part, `stream error received: ...`, in one).
 pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
-    let mut cause = e.source();
+    let mut cause = api::liveness::causes(e);
     while let Some(c) = cause {
         let text = c.to_string();
         let core = text
@@ -201,7 +202,7 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
             msg.push_str(": ");
             msg.push_str(&text);
         }
-        cause = c.source();
+        cause = api::liveness::causes(c);
     }
     msg
 }

@@ -22,10 +22,9 @@ use tokio_util::sync::CancellationToken;
 use virtgate_proto::{Event, EVENTS_CONTENT_TYPE};
 
 use super::error::{self, ApiError};
-use super::{Body, ConnCtx, State};
+use super::{Body, ConnCtx, Held, State};
 use crate::authn::Identity;
 use crate::authz::{Action, Decision, Role};
-use crate::sessions::StreamGuard;
 
 /// Open an event stream for `id`.
 pub async fn handle(
@@ -59,7 +58,7 @@ pub async fn handle(
         rx,
         initial,
         stop: state.events.stopping(),
-        guard: state.registry.stream(conn.id, id, None, Action::Events),
+        guard: conn.hold(state, id, None, Action::Events),
     };
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
         let bytes = sub.next().await?;
@@ -88,7 +87,7 @@ struct Subscriber {
     /// The gateway begins to stop.
     stop: CancellationToken,
     /// Registered for reloads: cancelled when the identity holds no role anywhere any more.
-    guard: StreamGuard,
+    guard: Held,
 }
 
 impl Subscriber {
@@ -104,7 +103,7 @@ impl Subscriber {
                     tracing::debug!("event stream closed: gateway stops");
                     return None;
                 }
-                _ = self.guard.close.cancelled() => {
+                _ = self.guard.guard.close.cancelled() => {
                     tracing::info!("event stream closed: its connection ended, or a reload took its right back");
                     return None;
                 }

@@ -42,7 +42,7 @@ use crate::backend::Hypervisor;
 use crate::config::Limits;
 use crate::live::LiveCell;
 use crate::metrics::Metrics;
-use crate::sessions::{ConnGuard, Registry};
+use crate::sessions::{ConnGuard, Registry, StreamGuard};
 use crate::shutdown::Shutdown;
 use error::ApiError;
 pub use negotiate::ConnAuth;
@@ -80,6 +80,28 @@ pub struct ConnCtx {
     pub id: u64,
     /// Descriptors libvirt passed through this connection's libvirt tunnels.
     pub fds: Arc<descriptors::Table>,
+    /// Dead and idle detection: requests and streams hold it busy.
+    pub live: Arc<liveness::Liveness>,
+}
+
+/// A long-lived stream of a connection (tunnel, event feed): registered for reloads, and
+/// keeping its connection from counting as idle.
+#[derive(Debug)]
+pub struct Held {
+    /// Closes the stream when its right is taken back or its connection ends.
+    pub guard: StreamGuard,
+    /// The connection is busy while the stream lives.
+    _busy: liveness::Busy,
+}
+
+impl ConnCtx {
+    /// Register a stream that `id` may open as `action` on `domain`.
+    pub fn hold(&self, state: &State, id: &Identity, domain: Option<&str>, action: Action) -> Held {
+        Held {
+            guard: state.registry.stream(self.id, id, domain, action),
+            _busy: self.live.busy(),
+        }
+    }
 }
 
 /// HTTP/2 flow control and frames: shared with the client, chosen from the benchmarks
@@ -163,6 +185,7 @@ where
         // descriptors libvirt passes through this connection's libvirt tunnels wait here
         // for their streams; dropped (and closed) with the connection
         fds: Arc::new(descriptors::Table::default()),
+        live: live.clone(),
     });
     let service = hyper::service::service_fn(move |req| {
         handle(state.clone(), conn_auth.clone(), conn_ctx.clone(), req).instrument(span.clone())
@@ -219,6 +242,7 @@ pub async fn handle(
     conn: Arc<ConnCtx>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let _busy = conn.live.busy();
     state.metrics.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

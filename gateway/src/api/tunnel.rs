@@ -32,11 +32,10 @@ use std::sync::{Arc, Mutex};
 
 use super::descriptors::{self, Parked, TunnelFds};
 use super::error::{self, ApiError};
-use super::{authorize, Body, ConnCtx, State};
+use super::{authorize, Body, ConnCtx, Held, State};
 use crate::authn::Identity;
 use crate::authz::Action;
 use crate::backend::BoxedStream;
-use crate::sessions::StreamGuard;
 
 /// Bound on connecting to libvirtd's socket.
 const LIBVIRT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,7 +75,7 @@ pub async fn open(
             return Err(error::backend(&e));
         }
     };
-    let guard = state.registry.stream(conn.id, id, Some(name), action);
+    let guard = conn.hold(state, id, Some(name), action);
     Ok(splice(state, req, backend, span, guard, kind))
 }
 
@@ -133,9 +132,7 @@ pub async fn open_libvirt(
         read_only,
         calls: Mutex::new(Default::default()),
     });
-    let guard = state
-        .registry
-        .stream(conn.id, id, None, libvirt_action(read_only));
+    let guard = conn.hold(state, id, None, libvirt_action(read_only));
     Ok(run_tunnel(
         state,
         req,
@@ -166,9 +163,7 @@ pub async fn open_descriptor(
 ) -> Result<Response<Body>, ApiError> {
     authorize(state, id, None, libvirt_action(read_only))?;
     let fds = &conn.fds;
-    let guard = state
-        .registry
-        .stream(conn.id, id, None, libvirt_action(read_only));
+    let guard = conn.hold(state, id, None, libvirt_action(read_only));
     let tunnel_id = state.next_tunnel.fetch_add(1, Relaxed);
     let kind = TunnelKind::LibvirtFd { read_only, id: fd };
     let span = tracing::info_span!(
@@ -242,7 +237,7 @@ fn splice(
     req: &mut Request<Incoming>,
     mut backend: BoxedStream,
     span: tracing::Span,
-    guard: StreamGuard,
+    guard: Held,
     kind: TunnelKind,
 ) -> Response<Body> {
     run_tunnel(
@@ -270,7 +265,7 @@ fn run_tunnel<F, Fut>(
     state: &State,
     req: &mut Request<Incoming>,
     span: tracing::Span,
-    guard: StreamGuard,
+    guard: Held,
     kind: TunnelKind,
     carry: F,
 ) -> Response<Body>
@@ -298,7 +293,7 @@ where
                     tracing::info!("tunnel closed: gateway stops");
                     return;
                 }
-                _ = guard.close.cancelled() => {
+                _ = guard.guard.close.cancelled() => {
                     tracing::info!("tunnel closed: its connection ended, or a reload took its right back");
                     return;
                 }
@@ -312,9 +307,9 @@ where
                 // a client that left without closing its stream (reset, no close_notify)
                 // is no error of ours
                 Err(e) if super::liveness::peer_went_away(&e) => {
-                    tracing::debug!(error = %super::liveness::chain(&e), "tunnel closed: the client went away")
+                    tracing::debug!(error = %crate::error_text(&e), "tunnel closed: the client went away")
                 }
-                Err(e) => tracing::info!(error = %super::liveness::chain(&e), "tunnel ended with an error"),
+                Err(e) => tracing::info!(error = %crate::error_text(&e), "tunnel ended with an error"),
             }
         }
         .instrument(span),
