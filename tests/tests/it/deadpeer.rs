@@ -444,43 +444,12 @@ fn leaving_the_console_frees_its_tunnel_without_an_error() {
     );
 }
 
-/// A client certificate of the test CA valid only from tomorrow (the CLI refuses to make
-/// one, the library does).
-fn early_client(pki: &Pki, user: &str) -> ClientCert {
-    use virtgate_pki::time::{Duration as Days, OffsetDateTime};
-    let mut ca = virtgate_pki::Ca::open(&pki.dir, &mut || {
-        Err(virtgate_pki::KeyFileError::passphrase(
-            "the test CA key is not encrypted",
-            None,
-        ))
-    })
-    .expect("open test CA");
-    let now = OffsetDateTime::now_utc();
-    let opts = virtgate_pki::ClientOptions {
-        validity: virtgate_pki::Validity::Between {
-            not_before: now + Days::days(1),
-            not_after: now + Days::days(30),
-        },
-    };
-    let issued = ca.issue_client(user, &opts).expect("issue");
-    let out = pki.dir.join("clients").join(user);
-    std::fs::create_dir_all(&out).expect("client dir");
-    ca.write_client_files(&issued, &out, None, virtgate_pki::Existing::Refuse)
-        .expect("write");
-    ClientCert {
-        user: user.to_owned(),
-        cert: out.join(format!("{user}.pem")),
-        key: out.join(format!("{user}.key")),
-        ca: out.join("ca.pem"),
-        passphrase: None,
-        passphrase_file: None,
-    }
-}
-
 #[test]
 fn a_certificate_not_yet_valid_blames_the_clock() {
     let w = World::start(|g| g);
-    let early = early_client(&w.pki, "early");
+    let now = virtgate_pki::time::OffsetDateTime::now_utc();
+    let day = virtgate_pki::time::Duration::days(1);
+    let early = w.pki.client_between("early", now + day, now + day * 30);
     let c = w.client("early", 0, &early);
     let e = c.fails(&["whoami"]);
     assert!(
