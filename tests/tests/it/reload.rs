@@ -64,6 +64,23 @@ impl RWorld {
         H2::connect(self.gateway.addrs[0], cert, &self.pki.ca_pem).await
     }
 
+    /// Bob on the serial console, alice on the screen (QEMU's serial socket takes one
+    /// client at a time), each on a connection of their own, both working.
+    async fn streams(&self) -> Streams {
+        let mut bob = self.connect(&self.bob).await;
+        let mut bob_serial = bob.tunnel("/v1/domains/web1/serial").await;
+        echo(&mut bob_serial, "bob before").await;
+        let mut alice = self.connect(&self.alice).await;
+        let mut alice_vnc = alice.tunnel("/v1/domains/web1/vnc").await;
+        banner(&mut alice_vnc).await;
+        Streams {
+            bob,
+            bob_serial,
+            alice,
+            alice_vnc,
+        }
+    }
+
     /// Replace the gateway's config file.
     fn write_config(&self, text: &str) {
         std::fs::write(&self.gateway.config, text).expect("rewrite the config");
@@ -80,6 +97,14 @@ impl RWorld {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+}
+
+/// Two users' connections with a stream each ([`RWorld::streams`]).
+struct Streams {
+    bob: H2,
+    bob_serial: Tunnel,
+    alice: H2,
+    alice_vnc: Tunnel,
 }
 
 /// Send a line on a serial tunnel and wait for the guest's echo.
@@ -143,13 +168,13 @@ fn revocation_bites_a_live_connection_while_another_user_keeps_streaming() {
     let w = RWorld::start();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let mut bob = w.connect(&w.bob).await;
-        let mut bob_serial = bob.tunnel("/v1/domains/web1/serial").await;
-        echo(&mut bob_serial, "bob before").await;
-        // QEMU's serial socket takes one client at a time: alice watches the screen
-        let mut alice = w.connect(&w.alice).await;
-        let mut alice_vnc = alice.tunnel("/v1/domains/web1/vnc").await;
-        banner(&mut alice_vnc).await;
+        // the connections stay open to the end (`_bob`, `_alice`)
+        let Streams {
+            bob: _bob,
+            mut bob_serial,
+            alice: _alice,
+            mut alice_vnc,
+        } = w.streams().await;
 
         // revoke alice with the real CA tool: it rewrites the CRL file the gateway reads
         let revoked = Instant::now();
@@ -198,13 +223,12 @@ fn rules_taken_away_close_their_streams_and_reload_reports_it() {
     let w = RWorld::start();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let mut bob = w.connect(&w.bob).await;
-        let mut bob_serial = bob.tunnel("/v1/domains/web1/serial").await;
-        echo(&mut bob_serial, "bob before").await;
-        // QEMU's serial socket takes one client at a time: alice watches the screen
-        let mut alice = w.connect(&w.alice).await;
-        let mut alice_vnc = alice.tunnel("/v1/domains/web1/vnc").await;
-        banner(&mut alice_vnc).await;
+        let Streams {
+            mut bob,
+            mut bob_serial,
+            mut alice,
+            mut alice_vnc,
+        } = w.streams().await;
 
         // bob's rule goes; alice's stays
         let without_bob = w.builder_text.replace(
