@@ -84,18 +84,44 @@ struct Record<'a> {
 
 impl<'a> Record<'a> {
     /// An `allow` line for `id` doing `action`, now; callers set what differs.
-    fn of(id: &'a Identity, action: Action, domain: Option<&'a str>, role: Option<Role>) -> Self {
+    fn of(id: &'a Identity, action: &'a str, domain: Option<&'a str>, role: Option<Role>) -> Self {
         Record {
             time: now_rfc3339(),
             user: &id.user,
             method: id.method.as_str(),
             principal: id.principal.as_deref(),
             peer: id.peer.as_deref(),
-            action: action.as_str(),
+            action,
             domain,
             decision: "allow",
             role: role.map(Role::as_str),
             outcome: None,
+            elapsed_ms: None,
+        }
+    }
+}
+
+impl<'a> Record<'a> {
+    /// A line with no identity behind it (the gateway itself, or a refused handshake).
+    fn anonymous(
+        user: &'a str,
+        method: &'a str,
+        peer: Option<&'a str>,
+        action: &'a str,
+        decision: &'static str,
+        outcome: &'a str,
+    ) -> Self {
+        Record {
+            time: now_rfc3339(),
+            user,
+            method,
+            principal: None,
+            peer,
+            action,
+            domain: None,
+            decision,
+            role: None,
+            outcome: Some(outcome),
             elapsed_ms: None,
         }
     }
@@ -132,7 +158,7 @@ impl AuditLog {
         decision: &Decision,
     ) {
         if self.file.is_some() {
-            let mut r = Record::of(id, action, domain, decision.role);
+            let mut r = Record::of(id, action.as_str(), domain, decision.role);
             r.decision = if decision.allowed { "allow" } else { "deny" };
             self.write(&r);
         }
@@ -150,7 +176,7 @@ impl AuditLog {
         elapsed_ms: u64,
     ) {
         if self.file.is_some() {
-            let mut r = Record::of(id, action, Some(domain), role);
+            let mut r = Record::of(id, action.as_str(), Some(domain), role);
             r.outcome = Some(outcome);
             r.elapsed_ms = Some(elapsed_ms);
             self.write(&r);
@@ -164,16 +190,11 @@ impl AuditLog {
     pub fn descriptor(&self, id: &Identity, read_only: bool, domain: Option<&str>, outcome: &str) {
         if self.file.is_some() {
             let action = if read_only {
-                Action::LibvirtRo
-            } else {
-                Action::LibvirtRw
-            };
-            let mut r = Record::of(id, action, domain, None);
-            r.action = if read_only {
                 "libvirt_fd_ro"
             } else {
                 "libvirt_fd"
             };
+            let mut r = Record::of(id, action, domain, None);
             r.outcome = Some(outcome);
             self.write(&r);
         }
@@ -183,8 +204,7 @@ impl AuditLog {
     /// closed by a reload): decision `deny`, with `outcome`.
     pub fn closed(&self, id: &Identity, action: &str, domain: Option<&str>, outcome: &str) {
         if self.file.is_some() {
-            let mut r = Record::of(id, Action::List, domain, None);
-            r.action = action;
+            let mut r = Record::of(id, action, domain, None);
             r.decision = "deny";
             r.outcome = Some(outcome);
             self.write(&r);
@@ -194,20 +214,14 @@ impl AuditLog {
     /// Record what the gateway itself did (`reload`), as user `virtgated`.
     pub fn system(&self, action: &str, outcome: &str) {
         if self.file.is_some() {
-            let r = Record {
-                time: now_rfc3339(),
-                user: "virtgated",
-                method: "system",
-                principal: None,
-                peer: None,
+            self.write(&Record::anonymous(
+                "virtgated",
+                "system",
+                None,
                 action,
-                domain: None,
-                decision: "allow",
-                role: None,
-                outcome: Some(outcome),
-                elapsed_ms: None,
-            };
-            self.write(&r);
+                "allow",
+                outcome,
+            ));
         }
     }
 
@@ -215,20 +229,14 @@ impl AuditLog {
     /// revoked, expired or unknown certificate): user `-`, the peer, `outcome` the reason.
     pub fn refused(&self, peer: &str, outcome: &str) {
         if self.file.is_some() {
-            let r = Record {
-                time: now_rfc3339(),
-                user: "-",
-                method: "certificate",
-                principal: None,
-                peer: Some(peer),
-                action: "connect",
-                domain: None,
-                decision: "deny",
-                role: None,
-                outcome: Some(outcome),
-                elapsed_ms: None,
-            };
-            self.write(&r);
+            self.write(&Record::anonymous(
+                "-",
+                "certificate",
+                Some(peer),
+                "connect",
+                "deny",
+                outcome,
+            ));
         }
     }
 
