@@ -373,6 +373,9 @@ pub async fn run(
     let _ = std::io::stdout().flush();
     serve(listeners, state, &config.limits).await;
     service.stopping();
+    if let Some(path) = &config.listen.control {
+        let _ = std::fs::remove_file(path);
+    }
     backend.shutdown().await;
     tracing::info!("stopped");
     Ok(())

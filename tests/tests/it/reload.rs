@@ -399,6 +399,14 @@ fn a_sighup_storm_while_tunnels_carry_data() {
     let ok = w.metric("virtgate_reloads_total{outcome=\"ok\"}");
     eprintln!("20 SIGHUPs gave {ok} reloads");
     assert!((1.0..=20.0).contains(&ok), "{ok}");
+    // a stopped gateway leaves no control socket behind
+    let control = w.dir.path().join("control.sock");
+    assert!(control.exists());
+    w.gateway.signal("TERM");
+    w.gateway
+        .wait_exit(Duration::from_secs(30))
+        .expect("the gateway stops on SIGTERM");
+    assert!(!control.exists(), "control.sock removed at exit");
 }
 
 #[test]
