@@ -66,25 +66,60 @@ pub mod error;
 pub mod passphrase;
 pub mod profile;
 pub mod session;
+pub mod shared;
 pub mod transport;
 pub mod url;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, RemoteCommand};
 use crate::error::Error;
 use crate::profile::{Env, Profiles};
 use crate::session::Session;
 use crate::transport::Transport;
 
+/// How a command that did not fail with an [`Error`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Everything worked: exit status 0.
+    Success,
+    /// The command printed what went wrong itself (`doctor`'s failed checks): exit status 1.
+    Failure,
+}
+
 /// Run a parsed command line to completion.
 ///
 /// Local preparation (config, files, the key passphrase prompt) happens before the async
 /// runtime starts, so a prompt never blocks a runtime thread.
-pub fn run(cli: Cli) -> Result<(), Error> {
+pub fn run(cli: Cli) -> Result<Outcome, Error> {
     let env = Env::from_process();
-    let profiles = Profiles::load(&env)?;
-    let settings = cli.global.resolve(&profiles, &env)?;
+    let remote = match cli.command {
+        Command::Remote(remote) => remote,
+        Command::Enroll(args) => return cmd::enroll::run(args, &env).map(|()| Outcome::Success),
+        Command::Profile(command) => {
+            return cmd::profile::run(command, &env).map(|()| Outcome::Success)
+        }
+        Command::Doctor(args) => {
+            return cmd::doctor::run(&cli.global, args, &env).map(|ok| match ok {
+                true => Outcome::Success,
+                false => Outcome::Failure,
+            })
+        }
+        Command::Up(args) => return shared::up(&cli.global, args, &env).map(|()| Outcome::Success),
+        Command::Down => return shared::down(&cli.global, &env).map(|()| Outcome::Success),
+    };
+    run_remote(&cli.global, remote, &env).map(|()| Outcome::Success)
+}
+
+/// Run a command that talks to the gateway: over the profile's shared connection when
+/// `virtgate up` keeps one, else over a connection of its own.
+fn run_remote(global: &cli::GlobalArgs, command: RemoteCommand, env: &Env) -> Result<(), Error> {
+    let profiles = Profiles::load(env)?;
+    let settings = global.resolve(&profiles, env)?;
     tracing::debug!(url = %settings.url, profile = ?settings.profile, "resolved settings");
-    let transport = Transport::prepare(&settings)?;
+    let transport = match shared::transport_for(global, &settings, env)? {
+        Some(shared) => shared,
+        None => Transport::prepare(&settings)?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +128,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     let keepalive = settings.keepalive;
     let result = runtime.block_on(async move {
         let session = Session::connect(&transport, keepalive).await?;
-        cmd::run(cli.command, session, profile.as_deref()).await
+        cmd::run(command, session, profile.as_deref()).await
     });
     // Do not wait for tunnels or the connection task: the command is over. (Not even for a
     // clean GOAWAY: it would reset the tunnel streams first, which the gateway reads as a

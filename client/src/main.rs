@@ -10,6 +10,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use virtgate_client::cli::Cli;
 use virtgate_client::error::report;
+use virtgate_client::Outcome;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,7 +21,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match virtgate_client::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
         Err(e) => {
             eprintln!("{}", report(&e));
             ExitCode::from(1)

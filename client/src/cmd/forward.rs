@@ -276,10 +276,10 @@ mod tests {
 
     #[test]
     fn graphical_console_commands_parse() {
-        use crate::cli::{Cli, Command};
+        use crate::cli::{Cli, Command, RemoteCommand};
         use clap::Parser;
         let parse = |args: &str| Cli::try_parse_from(args.split(' ')).map(|c| c.command);
-        let Ok(Command::Spice { domain, endpoint }) =
+        let Ok(Command::Remote(RemoteCommand::Spice { domain, endpoint })) =
             parse("virtgate spice web1 --listen [::1]:0 --no-viewer")
         else {
             panic!("spice")
@@ -287,9 +287,9 @@ mod tests {
         assert_eq!(domain, "web1");
         assert_eq!(endpoint.listen, "[::1]:0".parse().unwrap());
         assert_eq!(endpoint.viewer(), Viewer::None);
-        let Ok(Command::Display {
+        let Ok(Command::Remote(RemoteCommand::Display {
             protocol, endpoint, ..
-        }) = parse("virtgate display web1")
+        })) = parse("virtgate display web1")
         else {
             panic!("display")
         };
@@ -298,9 +298,9 @@ mod tests {
             (Protocol::Auto, Viewer::Auto)
         );
         assert_eq!(endpoint.listen, "127.0.0.1:0".parse().unwrap());
-        let Ok(Command::Display {
+        let Ok(Command::Remote(RemoteCommand::Display {
             protocol, endpoint, ..
-        }) = parse("virtgate display web1 --protocol vnc --viewer v")
+        })) = parse("virtgate display web1 --protocol vnc --viewer v")
         else {
             panic!("display --protocol vnc")
         };

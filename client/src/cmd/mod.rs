@@ -2,11 +2,14 @@
 //! for the person at the terminal go to stderr so that stdout stays parseable.
 
 pub mod console;
+pub mod doctor;
 pub mod domains;
+pub mod enroll;
 pub mod events;
 pub mod forward;
 pub mod libvirt;
 pub mod lifecycle;
+pub mod profile;
 pub mod relay;
 pub mod screenshot;
 pub mod viewer;
@@ -15,7 +18,7 @@ use std::io::Write;
 
 use virtgate_proto::{Action, ShutdownRequest};
 
-use crate::cli::Command;
+use crate::cli::RemoteCommand as Command;
 use crate::error::Error;
 use crate::session::Session;
 
