@@ -41,7 +41,7 @@ use crate::error::{
     chain_text, find_tls_error, Error, KerberosContext, KerberosFailure, TlsContext, TlsFailure,
 };
 use crate::transport::kerberos::{self, Challenge, Negotiation};
-use crate::transport::Transport;
+use crate::transport::{Connected, Transport};
 
 mod body;
 pub mod liveness;
@@ -127,7 +127,12 @@ impl Session {
     /// Connect the transport and run the HTTP/2 handshake; `keepalive` finds a gateway that
     /// stopped answering.
     pub async fn connect(transport: &Transport, keepalive: Keepalive) -> Result<Session, Error> {
-        let mut connected = transport.connect().await?;
+        Session::over(transport.connect().await?, keepalive).await
+    }
+
+    /// Run HTTP/2 over a stream that is already connected (`doctor` connects step by step
+    /// and looks at each step before handing the stream over).
+    pub async fn over(mut connected: Connected, keepalive: Keepalive) -> Result<Session, Error> {
         let login = match connected.negotiation.take() {
             Some(n) => Login::Pending(n),
             None => Login::Done,
@@ -194,6 +199,20 @@ impl Session {
             .send(&what, &Method::GET, path, &Payload::default())
             .await?;
         self.json_answer(what, resp).await
+    }
+
+    /// [`Session::get_json`], also returning the answer's headers (`doctor` reads the
+    /// gateway's `Date` from them).
+    pub async fn get_json_with_headers<T: DeserializeOwned>(
+        &self,
+        path: &ApiPath,
+    ) -> Result<(T, http::HeaderMap), Error> {
+        let what = format!("GET {}", path.to_path());
+        let resp = self
+            .send(&what, &Method::GET, path, &Payload::default())
+            .await?;
+        let headers = resp.headers().clone();
+        Ok((self.json_answer(what, resp).await?, headers))
     }
 
     /// `POST` a JSON body to an API path and decode the JSON answer; error statuses become

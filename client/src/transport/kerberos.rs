@@ -77,6 +77,16 @@ impl KerberosTransport {
         })
     }
 
+    /// The TLS side (server authentication only), for `doctor`'s step-by-step connection.
+    pub fn tls(&self) -> &TlsTransport {
+        &self.tls
+    }
+
+    /// The gateway's service and host, and what messages need.
+    pub fn context(&self) -> &KerberosContext {
+        &self.context
+    }
+
     /// Connect TLS and, at the same time, make the first Negotiate token. A failure to reach
     /// the gateway is reported before a Kerberos failure.
     pub async fn connect(&self) -> Result<Connected, Error> {

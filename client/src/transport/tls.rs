@@ -12,11 +12,15 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use virtgate_pki::error::KeyFileError;
 use virtgate_pki::keyfile;
 
 use super::{Connected, HANDSHAKE_TIMEOUT};
+
+/// A TLS connection to the gateway.
+pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 use crate::cli::Settings;
 use crate::error::{find_tls_error, io_reason, Error, TlsContext, TlsFailure};
 use crate::passphrase::Source;
@@ -126,6 +130,14 @@ impl TlsTransport {
         let (tcp, addr) = super::connect_tcp(addrs)
             .await
             .map_err(|attempts| Error::Connect { attempts })?;
+        let tls = self.handshake(tcp, addr).await?;
+        Ok(self.connected(tls))
+    }
+
+    /// The TLS handshake (with its timeout) on a TCP connection to `addr`, ALPN `h2`
+    /// required. `doctor` calls it on its own connection and looks at the server's
+    /// certificates (`get_ref().1.peer_certificates()`) before [`TlsTransport::connected`].
+    pub async fn handshake(&self, tcp: TcpStream, addr: SocketAddr) -> Result<TlsStream, Error> {
         tracing::debug!(%addr, "TCP connected; TLS handshake");
         let connector = TlsConnector::from(self.config.clone());
         let handshake = connector.connect(self.server_name.clone(), tcp);
@@ -143,12 +155,32 @@ impl TlsTransport {
             return Err(self.tls_error(TlsFailure::NoH2));
         }
         tracing::debug!(%addr, "TLS established");
-        Ok(Connected {
+        Ok(tls)
+    }
+
+    /// A finished handshake as the stream the session runs on.
+    pub fn connected(&self, tls: TlsStream) -> Connected {
+        Connected {
             stream: Box::new(tls),
             authority: self.context.server.clone(),
             context: self.context.clone(),
             negotiation: None,
-        })
+        }
+    }
+
+    /// The host to resolve and connect to, and the TCP port.
+    pub fn target(&self) -> (&Host, u16) {
+        (&self.host, self.port)
+    }
+
+    /// The name the server certificate must cover.
+    pub fn server_name(&self) -> &ServerName<'static> {
+        &self.server_name
+    }
+
+    /// Names and files for messages (and the hints of [`Error::Tls`]).
+    pub fn context(&self) -> &TlsContext {
+        &self.context
     }
 
     fn tls_error(&self, failure: TlsFailure) -> Error {
@@ -202,7 +234,7 @@ fn tls_setup_error(e: &rustls::Error) -> Error {
 }
 
 /// The CA file as the only trust anchors.
-fn load_roots(ca: &Path) -> Result<RootCertStore, Error> {
+pub fn load_roots(ca: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     for cert in keyfile::load_certs(ca)? {
         roots.add(cert).map_err(|e| Error::File {

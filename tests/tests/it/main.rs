@@ -9,6 +9,7 @@ mod badinput;
 mod config;
 mod deadpeer;
 mod demo;
+mod doctor;
 mod fixtures;
 mod graphics;
 mod kerberos;
