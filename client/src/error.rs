@@ -241,6 +241,32 @@ pub enum Error {
         /// What to do.
         hint: String,
     },
+    /// The shared-connection socket of the profile is not one to trust or use.
+    #[error("the shared connection socket {path} cannot be used: {problem}")]
+    SharedSocket {
+        /// The socket (`$XDG_RUNTIME_DIR/virtgate/PROFILE.sock`).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// `virtgate up` runs already for the profile.
+    #[error("`virtgate up` already shares a connection for profile `{profile}` (pid {pid})")]
+    AlreadyUp {
+        /// The profile.
+        profile: String,
+        /// The running `up`.
+        pid: u32,
+        /// Its socket.
+        socket: PathBuf,
+    },
+    /// The background process of `virtgate up` failed before it was ready (its report).
+    #[error("{message}")]
+    UpFailed {
+        /// Its `error:` text.
+        message: String,
+        /// Its hint, if it gave one.
+        hint: Option<String>,
+    },
 }
 
 impl From<SshFailure> for Error {
@@ -408,6 +434,20 @@ impl Error {
             }
             Error::Output(_) | Error::Runtime(_) => return None,
             Error::Domain { hint, .. } => hint.clone(),
+            Error::SharedSocket { path, .. } => format!(
+                "`virtgate up` makes it a socket of yours in a folder only you may use; if you \
+                 did not make it, look at who did, remove it (rm {}) and run `virtgate up` \
+                 again; --no-shared connects directly meanwhile",
+                path.display()
+            ),
+            Error::AlreadyUp {
+                profile, socket, ..
+            } => format!(
+                "every command of the profile already uses it ({}); `virtgate down -p \
+                 {profile}` ends it",
+                socket.display()
+            ),
+            Error::UpFailed { hint, .. } => return hint.clone(),
         })
     }
 }

@@ -67,6 +67,7 @@ pub mod passphrase;
 pub mod profile;
 pub mod session;
 pub mod shared;
+pub mod sockets;
 pub mod transport;
 pub mod url;
 
@@ -116,7 +117,7 @@ fn run_remote(global: &cli::GlobalArgs, command: RemoteCommand, env: &Env) -> Re
     let profiles = Profiles::load(env)?;
     let settings = global.resolve(&profiles, env)?;
     tracing::debug!(url = %settings.url, profile = ?settings.profile, "resolved settings");
-    let transport = match shared::transport_for(global, &settings, env)? {
+    let transport = match shared::transport_for(global, &settings, &profiles)? {
         Some(shared) => shared,
         None => Transport::prepare(&settings)?,
     };

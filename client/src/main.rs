@@ -8,13 +8,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use virtgate_client::cli::Cli;
+use virtgate_client::cli::{Cli, Command};
 use virtgate_client::error::report;
 use virtgate_client::Outcome;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // `up` logs its connection's ups and downs (into its log file when in the background)
+    let default = match cli.command {
+        Command::Up(_) => "warn,virtgate_client::shared=info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
@@ -36,6 +37,9 @@ pub struct PassphraseSources {
     pub env: Option<Zeroizing<String>>,
     /// The profile's `passphrase_command`.
     pub command: Option<String>,
+    /// The last passphrase handed out (shared by clones): `virtgate up` passes the one that
+    /// unlocked the key on to its background process instead of asking twice.
+    pub handed_out: Arc<Mutex<Option<Zeroizing<String>>>>,
 }
 
 impl std::fmt::Debug for PassphraseSources {
@@ -70,12 +74,22 @@ impl PassphraseSources {
     /// [`PassphraseSources::get`] with the terminal prompt's text given (SSH keys are
     /// asked for as OpenSSH does: `Enter passphrase for key PATH: `).
     pub fn get_with_prompt(&self, key: &Path, text: &str) -> Result<Zeroizing<String>, Error> {
-        match self.source() {
+        let passphrase = match self.source() {
             Source::File(path) => read_file(&path),
             Source::Env => Ok(self.env.clone().unwrap_or_default()),
             Source::Command(cmd) => run_command(&cmd),
             Source::Prompt => prompt(key, text),
+        }?;
+        if let Ok(mut last) = self.handed_out.lock() {
+            *last = Some(passphrase.clone());
         }
+        Ok(passphrase)
+    }
+
+    /// The last passphrase [`PassphraseSources::get`] handed out, if any (after a key was
+    /// loaded: the one that unlocked it).
+    pub fn last_handed_out(&self) -> Option<Zeroizing<String>> {
+        self.handed_out.lock().ok().and_then(|last| last.clone())
     }
 }
 
@@ -145,11 +159,16 @@ mod tests {
             file: Some("/pw".into()),
             env: Some(Zeroizing::new("e".into())),
             command: Some("echo c".into()),
+            ..Default::default()
         };
         assert_eq!(s.source(), Source::File("/pw".into()));
         s.file = None;
         assert_eq!(s.source(), Source::Env);
         assert_eq!(&*s.get(Path::new("k")).unwrap(), "e");
+        assert_eq!(
+            s.last_handed_out().as_deref().map(|p| p.as_str()),
+            Some("e")
+        );
         s.env = None;
         assert_eq!(s.source(), Source::Command("echo c".into()));
         s.command = None;

@@ -288,6 +288,23 @@ impl Session {
         ))
     }
 
+    /// Send any API request and hand the gateway's answer back as it is, error statuses
+    /// included (the shared connection's proxy passes answers on to local clients).
+    pub async fn forward(
+        &self,
+        method: &Method,
+        path: &ApiPath,
+        body: Bytes,
+        json: bool,
+    ) -> Result<Response<Incoming>, Error> {
+        let what = format!("{method} {}", path.to_path());
+        let payload = Payload {
+            content_type: (json && !body.is_empty()).then_some("application/json"),
+            bytes: body,
+        };
+        self.send(&what, method, path, &payload).await
+    }
+
     /// A JSON answer: decoded on success, a problem otherwise.
     async fn json_answer<T: DeserializeOwned>(
         &self,

@@ -29,6 +29,7 @@ pub use fixture::libvirtd::{Domain, DomainSpec, Graphics, Libvirtd};
 pub use fixture::pki::{ClientCert, Pki};
 pub use fixture::process::{poll, run, text, ChildGuard, LineReader};
 pub use fixture::qemu::{Qemu, QemuBuilder};
+pub use fixture::shared::SharedUp;
 pub use fixture::xvfb::Xvfb;
 
 /// A temp dir of the test's own under /tmp (short paths: unix sockets live in it), named

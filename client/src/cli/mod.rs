@@ -162,6 +162,7 @@ impl GlobalArgs {
                     .as_ref()
                     .map(|v| Zeroizing::new(v.to_string_lossy().into_owned())),
                 command: profile.and_then(|p| p.passphrase_command.clone()),
+                handed_out: Default::default(),
             },
             ssh_key: pick(&self.ssh_key, profile.and_then(|p| p.ssh_key.as_ref())),
             accept_new_host_key: self.accept_new_host_key,

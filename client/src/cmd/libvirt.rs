@@ -17,13 +17,10 @@
 //! not a socket, is left alone and reported.
 
 use std::ffi::OsStr;
-use std::fs::{DirBuilder, Permissions};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixListener;
 use virtgate_proto::{ApiPath, TunnelKind};
 
 pub mod fds;
@@ -32,6 +29,7 @@ use super::print;
 use super::relay::{self, Local, Stop};
 use crate::error::Error;
 use crate::session::Session;
+use crate::sockets::{bind, file_name, private_folder, RemoveOnDrop, RuntimeFolder};
 
 /// How long closing the access-check tunnel may take.
 const CHECK_CLOSE: Duration = Duration::from_secs(2);
@@ -55,26 +53,13 @@ pub fn default_socket(
     profile: Option<&str>,
     read_only: bool,
 ) -> DefaultSocket {
-    let (folder, shared) = match runtime_dir.filter(|d| !d.is_empty()) {
-        Some(d) => (Path::new(d).join("virtgate"), false),
-        None => (PathBuf::from(format!("/tmp/virtgate-{uid}")), true),
-    };
-    let name: String = profile
-        .unwrap_or("default")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let folder = RuntimeFolder::new(runtime_dir, uid);
+    let name = file_name(profile.unwrap_or("default"));
     let ro = if read_only { "-ro" } else { "" };
-    let socket = folder.join(format!("libvirt-{name}{ro}.sock"));
+    let socket = folder.path.join(format!("libvirt-{name}{ro}.sock"));
     DefaultSocket {
-        folder,
-        shared,
+        folder: folder.path,
+        shared: folder.shared,
         socket,
     }
 }
@@ -157,86 +142,6 @@ pub async fn run(
     .await
 }
 
-/// Create the socket folder 0700, or check that an existing one is private.
-fn private_folder(folder: &Path, shared: bool, uid: u32) -> Result<(), Error> {
-    let fail = |source: std::io::Error| Error::LocalFile {
-        action: "create the socket folder",
-        path: folder.to_path_buf(),
-        source,
-    };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(folder)
-        .map_err(fail)?;
-    let meta = std::fs::symlink_metadata(folder).map_err(fail)?;
-    if !meta.is_dir() || meta.uid() != uid {
-        return Err(fail(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!("it is not a folder owned by uid {uid}; not using it"),
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        if shared {
-            return Err(fail(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "others may use it (mode {:o}); not using it",
-                    meta.mode() & 0o777
-                ),
-            )));
-        }
-        std::fs::set_permissions(folder, Permissions::from_mode(0o700)).map_err(fail)?;
-    }
-    Ok(())
-}
-
-/// Bind the socket (mode 0600), replacing a stale socket file.
-fn bind(path: &Path) -> Result<UnixListener, Error> {
-    let fail = |source: std::io::Error| Error::LocalFile {
-        action: "listen on socket",
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e)),
-        Ok(m) if m.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(fail(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    "another program (another `virtgate libvirt`?) listens on it",
-                )));
-            }
-            tracing::debug!(path = %path.display(), "removing a stale socket");
-            std::fs::remove_file(path).map_err(fail)?;
-        }
-        Ok(_) => {
-            return Err(fail(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a file that is not a socket is in the way; not touching it",
-            )))
-        }
-    }
-    let listener = UnixListener::bind(path).map_err(fail)?;
-    if let Err(e) = std::fs::set_permissions(path, Permissions::from_mode(0o600)) {
-        let _ = std::fs::remove_file(path);
-        return Err(fail(e));
-    }
-    Ok(listener)
-}
-
-/// Removes the socket file when the forwarder ends, however it ends.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.0) {
-            tracing::debug!(path = %self.0.display(), error = %e, "socket not removed");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,46 +171,5 @@ mod tests {
             uri(Path::new("/run/user/1000/virtgate/libvirt-hv1.sock")),
             "qemu:///system?socket=/run/user/1000/virtgate/libvirt-hv1.sock"
         );
-    }
-
-    #[test]
-    fn folders_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let uid = rustix::process::getuid().as_raw();
-        let f = dir.path().join("a/virtgate");
-        private_folder(&f, true, uid).unwrap();
-        let mode = std::fs::metadata(&f).unwrap().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        std::fs::set_permissions(&f, Permissions::from_mode(0o755)).unwrap();
-        let e = private_folder(&f, true, uid).unwrap_err();
-        assert!(e.to_string().contains("socket folder"), "{e}");
-        private_folder(&f, false, uid).unwrap();
-        assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o777, 0o700);
-        assert!(private_folder(&f, false, uid.wrapping_add(1)).is_err());
-    }
-
-    #[tokio::test]
-    async fn stale_sockets_are_replaced_live_ones_and_files_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = dir.path().join("l.sock");
-        let live = bind(&s).unwrap();
-        assert_eq!(std::fs::metadata(&s).unwrap().mode() & 0o777, 0o600);
-        let e = bind(&s).unwrap_err();
-        assert!(
-            crate::error::chain_text(&e).contains("listens on it"),
-            "{e}"
-        );
-        drop(live); // the file stays: now it is stale
-        assert!(s.exists());
-        let again = bind(&s).unwrap();
-        drop(again);
-        {
-            let _r = RemoveOnDrop(s.clone());
-        }
-        assert!(!s.exists());
-        let f = dir.path().join("file");
-        std::fs::write(&f, b"x").unwrap();
-        assert!(bind(&f).is_err());
-        assert_eq!(std::fs::read(&f).unwrap(), b"x");
     }
 }

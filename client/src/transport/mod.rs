@@ -61,6 +61,8 @@ pub enum Transport {
     Ssh(ssh::SshTransport),
     /// The gateway's unix socket on this machine.
     Unix(unix::UnixTransport),
+    /// The profile's shared connection: `virtgate up`'s socket (same protocol as `Unix`).
+    Shared(unix::UnixTransport),
 }
 
 impl Transport {
@@ -85,7 +87,7 @@ impl Transport {
             Transport::Tls(t) => t.connect().await,
             Transport::Kerberos(t) => t.connect().await,
             Transport::Ssh(t) => t.connect().await,
-            Transport::Unix(t) => t.connect().await,
+            Transport::Unix(t) | Transport::Shared(t) => t.connect().await,
         }
     }
 }

@@ -15,6 +15,9 @@ use crate::error::{Error, TlsContext};
 pub struct UnixTransport {
     /// The gateway's socket.
     path: PathBuf,
+    /// `virtgate up`'s shared connection to this gateway (URL) instead of a gateway's own
+    /// socket: messages name the gateway behind it.
+    shared: Option<String>,
 }
 
 impl UnixTransport {
@@ -22,6 +25,15 @@ impl UnixTransport {
     pub fn new(path: &Path) -> UnixTransport {
         UnixTransport {
             path: path.to_owned(),
+            shared: None,
+        }
+    }
+
+    /// The transport for the socket of a `virtgate up` connected to `gateway`.
+    pub fn shared(path: &Path, gateway: &str) -> UnixTransport {
+        UnixTransport {
+            path: path.to_owned(),
+            shared: Some(gateway.to_owned()),
         }
     }
 
@@ -31,6 +43,12 @@ impl UnixTransport {
         let stream =
             match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.path)).await {
                 Ok(Ok(s)) => s,
+                Ok(Err(error)) if self.shared.is_some() => {
+                    return Err(Error::SharedSocket {
+                        path: self.path.clone(),
+                        problem: format!("cannot connect: {}", crate::error::io_reason(&error)),
+                    })
+                }
                 Ok(Err(error)) => {
                     return Err(Error::UnixSocket {
                         path: self.path.clone(),
@@ -49,7 +67,10 @@ impl UnixTransport {
             stream: Box::new(stream),
             authority: "localhost".into(),
             context: TlsContext {
-                server: format!("unix:{}", self.path.display()),
+                server: match &self.shared {
+                    Some(gateway) => format!("{gateway} (shared by virtgate up)"),
+                    None => format!("unix:{}", self.path.display()),
+                },
                 ..Default::default()
             },
             negotiation: None,

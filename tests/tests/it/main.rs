@@ -19,6 +19,7 @@ mod package;
 mod pki;
 mod reload;
 mod service;
+mod shared;
 mod spice;
 mod ssh;
 mod supervise;
