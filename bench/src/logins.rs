@@ -2,7 +2,8 @@
 //! process start to exit (median of N runs after one warm-up): `virtgate list` over TLS
 //! with the user's encrypted key (the PBKDF2 unlock is part of the truth) and with a plain
 //! key (to show what the unlock costs), over SSH, beside `ssh host true` (an SSH login and
-//! a command: the floor of `ssh host virsh list`) and curl with the same certificate.
+//! a command: the floor of `ssh host virsh list`) and curl with the same certificate; and
+//! `virtgate list` while `virtgate up` shares the connection (no unlock, no handshake).
 //! `virsh -c qemu+tls://` would need a TLS libvirtd and is not measured.
 
 use std::process::{Command, Stdio};
@@ -14,6 +15,12 @@ use virtgate_tests::{system_bin, ClientCert, ClientUser, Gateway};
 
 use crate::load::median;
 use crate::paths::{ssh_client, World, PASSPHRASE};
+
+/// The row of `virtgate list` with the encrypted key, connecting itself.
+pub const LOCKED_ROW: &str = "virtgate list (TLS, encrypted key)";
+
+/// The row of the same over `virtgate up`'s shared connection.
+pub const UP_ROW: &str = "virtgate list (virtgate up running, encrypted key)";
 
 /// One timed command.
 #[derive(Debug, Clone)]
@@ -90,7 +97,7 @@ pub fn measure(w: &World, gw: &Gateway, sshd: &Sshd, runs: usize) -> Result<Vec<
     let mut out = Vec::new();
     let locked = profile(w, "p3-locked", &gw.url(0), &w.locked);
     out.push(Login {
-        name: "virtgate list (TLS, encrypted key)",
+        name: LOCKED_ROW,
         note: "key unlock (PBKDF2-SHA256, 600,000 rounds, as virtgate-pki writes it) + TLS 1.3 + GET /v1/domains",
         ms: time(runs, "bench", || {
             let mut c = locked.cmd();
@@ -98,6 +105,35 @@ pub fn measure(w: &World, gw: &Gateway, sshd: &Sshd, runs: usize) -> Result<Vec<
             c
         })?,
     });
+    // the same user and key with `virtgate up` keeping the connection: unlocked once
+    let up = {
+        let out = locked
+            .cmd()
+            .env("VIRTGATE_KEY_PASSPHRASE", PASSPHRASE)
+            .arg("up")
+            .stdin(Stdio::null())
+            .output()
+            .context("starting virtgate up")?;
+        if !out.status.success() {
+            bail!(
+                "virtgate up failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        locked
+            .running_up()
+            .context("virtgate up returned but runs no process")?
+    };
+    out.push(Login {
+        name: UP_ROW,
+        note: "the same user and encrypted key while `virtgate up` keeps the connection: a local socket, the proxy, GET /v1/domains",
+        ms: time(runs, "bench", || {
+            let mut c = locked.cmd();
+            c.arg("list");
+            c
+        })?,
+    });
+    drop(up);
     let plain = profile(w, "p3-plain", &gw.url(0), &w.plain);
     out.push(Login {
         name: "virtgate list (TLS, plain key)",

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::load::Dir;
-use crate::logins::Login;
+use crate::logins::{Login, LOCKED_ROW, UP_ROW};
 use crate::measure::{Config, PathResult};
 use crate::scale::{Fanout, Memory};
 
@@ -100,6 +100,15 @@ impl Report {
             format!("up {:.0} %, down {:.0} %", fu * 100.0, fd * 100.0),
             fu >= 0.8 && fd >= 0.8,
         ));
+        let login = |name: &str| self.logins.iter().find(|l| l.name == name);
+        if let (Some(direct), Some(shared)) = (login(LOCKED_ROW), login(UP_ROW)) {
+            let (d, sh) = (direct.median(), shared.median());
+            t.push((
+                "P3 `virtgate list` with `virtgate up`: ≥ 10× faster than connecting (encrypted key), under 5 ms".into(),
+                format!("{sh:.1} ms vs {d:.1} ms: {}", ratio(d, sh)),
+                d / sh >= 10.0 && sh < 5.0,
+            ));
+        }
         if let Some(m) = &self.memory {
             if let Some(last) = m.points.len().checked_sub(1) {
                 let k = m.per_conn(last);
@@ -129,7 +138,7 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "## Targets (issue 6)\n\n| target | measured | |\n|---|---|---|"
+            "## Targets (issues 6 and 11)\n\n| target | measured | |\n|---|---|---|"
         );
         for (target, measured, ok) in self.targets() {
             let _ = writeln!(s, "| {target} | {measured} | {} |", met(ok));
