@@ -36,6 +36,12 @@
 //!                                                   cmd::relay: local listener →
 //!                                                   Session::open_tunnel per connection
 //!                                                   (extended CONNECT)
+//! (doctor) Settings ──▶ cmd::doctor           the same steps one at a time: prepare,
+//!                                              resolve (A, AAAA), connect_tcp per address,
+//!                                              TlsTransport::handshake, Session::over,
+//!                                              whoami, domains: ✓ / ! / ✗ / – with hints
+//!                                              (or JSON), exit 1 when a step failed;
+//!                                              never over the shared connection
 //! any failure ──▶ error::Error ──▶ error::report  `error: …` / `hint: …`, exit 1
 //! ```
 //!
@@ -51,7 +57,9 @@
 //!   Kerberos its first request logs the connection in.
 //! - [`cmd`]: the commands: `domains` (whoami, list, info), `lifecycle`, `screenshot`,
 //!   `events`, `console`, and the forwarders `forward` (vnc, spice, display: one forwarder
-//!   parametrised by the console kind, plus the viewer) and `libvirt` on `relay`.
+//!   parametrised by the console kind, plus the viewer) and `libvirt` on `relay`;
+//!   `doctor` checks every step from the profile to the gateway's answer (local files,
+//!   network, TLS, gateway; Kerberos and SSH), one file per stage.
 //! - [`error`]: every failure with a message and a hint (TLS alerts, GSS-API statuses, SSH
 //!   host keys, logins and channel refusals in words).
 //!

@@ -60,6 +60,7 @@ fn a_good_profile_passes_every_step() {
     private(&alice);
     let out = doctor(&alice, &[]);
     let (o, e) = text(&out);
+    println!("--- doctor with a good profile ---\n{o}---");
     assert_eq!(out.status.code(), Some(0), "doctor failed:\n{o}\n{e}");
     assert!(!e.contains("error:"), "{e}");
     let l = lines(&o);
@@ -83,6 +84,7 @@ fn a_good_profile_passes_every_step() {
     // the same as JSON, for scripts
     let out = doctor(&alice, &["--json"]);
     let (o, e) = text(&out);
+    println!("--- doctor --json ---\n{o}---");
     assert_eq!(out.status.code(), Some(0), "{o}\n{e}");
     let v: Value = serde_json::from_str(&o).expect("doctor --json prints JSON");
     let steps = v.as_array().expect("an array of steps");
@@ -162,6 +164,7 @@ fn an_expired_certificate_is_named_locally_and_by_the_gateway() {
     private(&user);
     let out = doctor(&user, &[]);
     let (o, e) = text(&out);
+    println!("--- doctor with an expired certificate ---\n{o}---");
     assert_eq!(out.status.code(), Some(1), "{o}\n{e}");
     let l = lines(&o);
     assert_eq!(mark(&l, "cert"), "✗", "{o}");
@@ -224,6 +227,7 @@ fn no_network_fails_fast_and_still_checks_the_local_files() {
     // well within one connect timeout (10 s): nothing may wait for a network that is not there
     let out = run_deadline(&mut cmd, Duration::from_secs(8));
     let (o, e) = text(&out);
+    println!("--- doctor with no network ---\n{o}---");
     assert_eq!(out.status.code(), Some(1), "{o}\n{e}");
     let l = lines(&o);
     for step in ["config", "profile", "ca", "cert", "key", "dns A"] {
@@ -232,6 +236,10 @@ fn no_network_fails_fast_and_still_checks_the_local_files() {
     assert_eq!(mark(&l, "tcp"), "✗", "{o}");
     assert!(o.contains(&format!("127.0.0.1:{port} (IPv4)")), "{o}");
     assert!(o.contains("unreachable"), "{o}");
+    assert!(
+        o.contains("hint: this machine has no route to 127.0.0.1"),
+        "{o}"
+    );
     for step in ["tls", "accepted", "whoami", "domains"] {
         assert_eq!(mark(&l, step), "–", "{o}");
     }

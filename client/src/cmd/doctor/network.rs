@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use futures_util::future::join_all;
 use tokio::net::TcpStream;
 
-use super::report::Report;
+use super::report::{Report, Status};
 use crate::error::{Attempt, Error, SshFailure};
 use crate::transport;
 use crate::url::Host;
@@ -76,10 +76,39 @@ pub async fn connect(
                 report.ok("tcp", format!("{addr} ({family}) connected"));
                 first.get_or_insert((stream, at));
             }
+            Err(attempts) if unreachable(&attempts) => {
+                let e = failure(server, *addr, attempts);
+                report.add_hint(
+                    "tcp",
+                    Status::Fail,
+                    crate::error::chain_text(&e),
+                    format!(
+                        "this machine has no route to {}: check its network (cable, Wi-Fi, \
+                         VPN){}",
+                        addr.ip(),
+                        if addr.is_ipv6() {
+                            " and whether it has IPv6 at all"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
             Err(attempts) => report.fail("tcp", &failure(server, *addr, attempts)),
         }
     }
     first
+}
+
+/// Whether the connection failed for want of a route (no network, no IPv6), not at the
+/// server's end.
+fn unreachable(attempts: &[Attempt]) -> bool {
+    attempts.iter().all(|a| {
+        matches!(
+            a.error.kind(),
+            std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+        )
+    })
 }
 
 /// The error of a failed connection, as the transport would report it.
@@ -97,7 +126,6 @@ fn failure(server: Server, addr: SocketAddr, attempts: Vec<Attempt>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::doctor::report::Status;
 
     #[tokio::test]
     async fn every_address_gets_its_own_step() {
