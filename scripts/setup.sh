@@ -39,6 +39,10 @@ packages=(
     # `systemd-analyze security` of the unit (installing it does not make it PID 1).
     # About 17 s to install; the fresh root takes about 35 s once (cached in /var/tmp).
     dpkg-dev lintian debootstrap systemd
+    # hardware keys (tests/tests/it/pkcs11.rs): SoftHSM2 is a PKCS#11 token in software
+    # (softhsm2-util makes one in the test's dir); OpenSC's pkcs11-tool makes and lists keys
+    # on it as an admin would
+    softhsm2 opensc
 )
 
 missing=()

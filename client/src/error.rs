@@ -10,6 +10,7 @@
 //! the SSH part ([`SshFailure`], in `error/ssh.rs`) for host keys, logins and channels.
 
 mod kerberos;
+mod pkcs11;
 mod ssh;
 mod tls;
 
@@ -22,6 +23,7 @@ use virtgate_proto::Problem;
 pub use kerberos::{
     default_realm, krb5_conf_paths, parse_default_realm, KerberosContext, KerberosFailure,
 };
+pub use pkcs11::{ck_reason, ckr_name, Pkcs11Failure};
 pub use ssh::SshFailure;
 pub use tls::{find_tls_error, TlsContext, TlsFailure};
 
@@ -160,6 +162,9 @@ pub enum Error {
     /// boxed to keep `Error` small.
     #[error(transparent)]
     Ssh(Box<SshFailure>),
+    /// A hardware key failed (module, token, PIN, key); boxed to keep `Error` small.
+    #[error(transparent)]
+    Pkcs11(Box<Pkcs11Failure>),
     /// The gateway's unix socket on this machine cannot be connected to.
     #[error("cannot connect to the gateway socket {}: {}", path.display(), io_reason(error))]
     UnixSocket {
@@ -269,6 +274,12 @@ pub enum Error {
     },
 }
 
+impl From<Pkcs11Failure> for Error {
+    fn from(f: Pkcs11Failure) -> Error {
+        Error::Pkcs11(Box::new(f))
+    }
+}
+
 impl From<SshFailure> for Error {
     fn from(f: SshFailure) -> Error {
         Error::Ssh(Box::new(f))
@@ -353,8 +364,8 @@ impl Error {
             ),
             Error::Config { .. } => "profile keys are: url, ca, cert, key, auth (cert|kerberos), \
                  service (Kerberos, default HTTP), passphrase_command, ssh_key (SSH), \
-                 keepalive_interval_s, keepalive_timeout_s; the top level has `default` and \
-                 [profile.NAME] tables"
+                 pkcs11_module (with `key = \"pkcs11:…\"`), keepalive_interval_s, \
+                 keepalive_timeout_s; the top level has `default` and [profile.NAME] tables"
                 .into(),
             Error::UnknownProfile { known, .. } | Error::NoDefaultProfile { known, .. } => {
                 if known.is_empty() {
@@ -392,6 +403,7 @@ impl Error {
             Error::Tls { failure, context } => failure.hint(context),
             Error::Kerberos { failure, context } => failure.hint(context),
             Error::Ssh(failure) => failure.hint(),
+            Error::Pkcs11(failure) => failure.hint(),
             Error::UnixSocket { path, error } => crate::transport::unix::hint(path, error),
             Error::Problem { problem } => problem.hint.clone()?,
             Error::BadResponse { .. } => {

@@ -9,7 +9,8 @@
 //! env ───▶ profile::Env      ├─▶ cli::GlobalArgs::resolve ──▶ cli::Settings
 //! config.toml ─▶ profile::Profiles ┘        (flags > profile > defaults; url::GatewayUrl)
 //!
-//! Settings ──▶ transport::Transport::prepare   read CA/cert, unlock key (passphrase::…);
+//! Settings ──▶ transport::Transport::prepare   read CA/cert, unlock key (passphrase::…)
+//!                                              or log in to its token (pkcs11::client_cert);
 //!                                              kerberos: CA only, no cert/key; ssh: user,
 //!                                              ~/.ssh, key files named (not read yet)
 //!          ──▶ Transport::connect              TCP + TLS 1.3 (ALPN h2) → one byte stream;
@@ -48,7 +49,10 @@
 //! - [`cli`]: flags and commands, and their resolution into [`cli::Settings`].
 //! - [`profile`]: the per-user config file (`$VIRTGATE_CONFIG`, XDG), profile selection.
 //! - [`url`]: `virtgate://`, `virtgate+ssh://`, `virtgate+unix://` URLs.
-//! - [`passphrase`]: where an encrypted key's passphrase comes from.
+//! - [`passphrase`]: where an encrypted key's passphrase comes from (and a token's PIN).
+//! - [`pkcs11`]: hardware keys: `key = "pkcs11:token=…;object=…"` (RFC 7512) with
+//!   `pkcs11_module`; the token (smartcard, YubiKey, SoftHSM) signs the TLS handshake and,
+//!   for `enroll`, makes the key and signs the request (cryptoki; one login per process).
 //! - [`transport`]: how the byte stream to the gateway is made (TLS with a certificate;
 //!   Kerberos: TLS without one plus HTTP Negotiate; SSH: the host's sshd and a
 //!   `direct-streamlocal` channel to the gateway's socket, nothing run on the host; the
@@ -72,6 +76,7 @@ pub mod cli;
 pub mod cmd;
 pub mod error;
 pub mod passphrase;
+pub mod pkcs11;
 pub mod profile;
 pub mod session;
 pub mod shared;

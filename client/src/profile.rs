@@ -14,6 +14,13 @@
 //! keepalive_interval_s = 5     # optional: PING the gateway after 5 s of silence (default 5)
 //! keepalive_timeout_s = 5      # optional: and give it up 5 s later (default 5)
 //!
+//! [profile.yubikey]
+//! url = "virtgate://hv1.example.org"
+//! ca = "hv1/ca.pem"
+//! cert = "hv1/alice.pem"
+//! key = "pkcs11:token=alice;object=virtgate"   # a key on a token (RFC 7512), not a file
+//! pkcs11_module = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+//!
 //! [profile.hv2]
 //! url = "virtgate+ssh://alice@hv2.example.org"   # ca/cert/key/auth are not used over SSH
 //! ssh_key = "~/.ssh/id_hv2"    # optional: the key file to try after the ssh-agent's keys
@@ -110,8 +117,11 @@ struct ProfileFile {
     ca: Option<PathBuf>,
     /// Client certificate; relative to the config folder.
     cert: Option<PathBuf>,
-    /// Client key (PKCS#8 PEM, usually encrypted); relative to the config folder.
+    /// Client key (PKCS#8 PEM, usually encrypted); relative to the config folder. Or a
+    /// `pkcs11:` URI naming a key on a token (kept as written).
     key: Option<PathBuf>,
+    /// The PKCS#11 module (`.so`) that reaches the token of a `pkcs11:` key.
+    pkcs11_module: Option<PathBuf>,
     /// `cert` or `kerberos`.
     auth: Option<AuthKind>,
     /// Kerberos service name of the gateway (`HTTP`).
@@ -137,8 +147,10 @@ pub struct Profile {
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM chain).
     pub cert: Option<PathBuf>,
-    /// Client private key (PKCS#8 PEM, usually encrypted).
+    /// Client private key (PKCS#8 PEM, usually encrypted), or a `pkcs11:` URI (as written).
     pub key: Option<PathBuf>,
+    /// The PKCS#11 module for a `pkcs11:` key.
+    pub pkcs11_module: Option<PathBuf>,
     /// How to authenticate on TLS transports.
     pub auth: Option<AuthKind>,
     /// Kerberos service name of the gateway (`HTTP` when unset).
@@ -203,7 +215,11 @@ impl Profiles {
                     url: p.url,
                     ca: fix(p.ca),
                     cert: fix(p.cert),
-                    key: fix(p.key),
+                    key: p.key.map(|k| match crate::pkcs11::is_uri(&k) {
+                        true => k,
+                        false => resolve_path(folder, home, &k),
+                    }),
+                    pkcs11_module: fix(p.pkcs11_module),
                     auth: p.auth,
                     service: p.service,
                     passphrase_command: p.passphrase_command,
@@ -377,6 +393,16 @@ ssh_key = "keys/id_hv2"
         assert_eq!(one.select(None, true).unwrap().unwrap().name, "a");
         // --url with several profiles and no default: none of them, and no error
         assert!(p.select(None, true).unwrap().is_none());
+    }
+
+    #[test]
+    fn pkcs11_keys_are_kept_as_written() {
+        let text = "[profile.a]\nurl = \"virtgate://a\"\nkey = \"pkcs11:token=t;object=k\"\n\
+                    pkcs11_module = \"lib/p11.so\"\n";
+        let p = Profiles::parse(Path::new("/c/config.toml"), text, None).unwrap();
+        let a = &p.profiles["a"];
+        assert_eq!(a.key.as_deref(), Some(Path::new("pkcs11:token=t;object=k")));
+        assert_eq!(a.pkcs11_module.as_deref(), Some(Path::new("/c/lib/p11.so")));
     }
 
     #[test]

@@ -195,6 +195,7 @@ fn settings(pki: &Pki, url: &str, cert: Option<&str>) -> Settings {
         ca: Some(pki.path("ca.pem")),
         cert: cert.map(|c| pki.path(&format!("{c}.pem"))),
         key: cert.map(|c| pki.path(&format!("{c}.key"))),
+        pkcs11_module: None,
         auth: AuthKind::Cert,
         service: "HTTP".into(),
         passphrase: PassphraseSources::default(),

@@ -10,6 +10,7 @@
 //! [`fixture::xvfb`] runs a private X server for graphical clients and screenshots it;
 //! [`fixture::libvirtd`] starts a private virtlogd + libvirtd (in a mount namespace of its
 //! own) and defines domains booting that guest, with VNC and/or SPICE consoles or none.
+//! [`fixture::softhsm`] initialises a SoftHSM2 token in the test's dir (`SOFTHSM2_CONF`).
 //! [`fixture::process`] holds the child guards and deadlines all of them use.
 //!
 //! The binaries under test are the workspace's own (`virtgated`, `virtgate`,

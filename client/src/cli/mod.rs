@@ -60,13 +60,17 @@ pub struct GlobalArgs {
     /// Client certificate (PEM)
     #[arg(long, global = true, value_name = "FILE")]
     pub cert: Option<PathBuf>,
-    /// Client private key (PKCS#8 PEM, may be encrypted)
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Client private key (PKCS#8 PEM, may be encrypted), or a key on a token:
+    /// pkcs11:token=LABEL;object=KEY
+    #[arg(long, global = true, value_name = "FILE|URI")]
     pub key: Option<PathBuf>,
+    /// PKCS#11 module (.so) of the token a pkcs11: key is on
+    #[arg(long, global = true, value_name = "FILE")]
+    pub pkcs11_module: Option<PathBuf>,
     /// How to authenticate
     #[arg(long, global = true, value_enum)]
     pub auth: Option<AuthKind>,
-    /// File whose first line is the key passphrase
+    /// File whose first line is the key passphrase (or the token's PIN)
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// SSH private key to try after the ssh-agent's keys (instead of ~/.ssh/id_*)
@@ -94,8 +98,11 @@ pub struct Settings {
     pub ca: Option<PathBuf>,
     /// Client certificate (TLS, `auth = cert`).
     pub cert: Option<PathBuf>,
-    /// Client key (TLS, `auth = cert`).
+    /// Client key (TLS, `auth = cert`): a file, or a `pkcs11:` URI
+    /// ([`crate::pkcs11::is_uri`]).
     pub key: Option<PathBuf>,
+    /// The PKCS#11 module of a `pkcs11:` key (`--pkcs11-module` or `pkcs11_module`).
+    pub pkcs11_module: Option<PathBuf>,
     /// How to authenticate.
     pub auth: AuthKind,
     /// Kerberos service name of the gateway (`HTTP`): its principal is `SERVICE/host@REALM`.
@@ -148,6 +155,10 @@ impl GlobalArgs {
             ca: pick(&self.ca, profile.and_then(|p| p.ca.as_ref())),
             cert: pick(&self.cert, profile.and_then(|p| p.cert.as_ref())),
             key: pick(&self.key, profile.and_then(|p| p.key.as_ref())),
+            pkcs11_module: pick(
+                &self.pkcs11_module,
+                profile.and_then(|p| p.pkcs11_module.as_ref()),
+            ),
             auth: self
                 .auth
                 .or(profile.and_then(|p| p.auth))

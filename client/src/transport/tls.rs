@@ -1,5 +1,6 @@
 //! TLS to `virtgate://host[:port]`: rustls (ring), roots from the profile's `ca` only, ALPN
-//! `h2`, the client certificate and its (usually encrypted) key; with `auth = "kerberos"` no
+//! `h2`, the client certificate and its (usually encrypted) key, or a key on a PKCS#11 token
+//! that signs the handshake (`crate::pkcs11`); with `auth = "kerberos"` no
 //! client certificate (the key is not even read: `transport/kerberos.rs` logs in instead).
 //!
 //! The server certificate is checked against the URL's host: DNS names against DNS SANs,
@@ -81,6 +82,16 @@ impl TlsTransport {
         let mut config = match (&settings.cert, &settings.key) {
             // Kerberos: server authentication only; cert and key are ignored, never unlocked
             _ if kerberos => builder.with_no_client_auth(),
+            (Some(cert), Some(key_path)) if crate::pkcs11::is_uri(key_path) => {
+                let chain = keyfile::load_certs(cert)?;
+                builder.with_client_cert_resolver(crate::pkcs11::client_cert(
+                    chain,
+                    cert,
+                    key_path,
+                    settings.pkcs11_module.as_deref(),
+                    &settings.passphrase,
+                )?)
+            }
             (Some(cert), Some(key_path)) => {
                 let chain = keyfile::load_certs(cert)?;
                 let key = load_key(key_path, settings)?;
