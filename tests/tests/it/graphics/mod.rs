@@ -16,6 +16,7 @@ use virtgate_tests::{
     Gateway, GatewayBuilder, Graphics, Libvirtd, LineReader, Pki,
 };
 
+mod shared;
 mod viewers;
 
 /// The libvirt driver script (python3-libvirt).
