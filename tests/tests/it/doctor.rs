@@ -244,3 +244,87 @@ fn no_network_fails_fast_and_still_checks_the_local_files() {
         assert_eq!(mark(&l, step), "–", "{o}");
     }
 }
+
+#[test]
+fn ssh_an_unknown_host_key_is_shown_and_never_stored() {
+    use virtgate_tests::fixture::sshd::{keygen, open_path_to, SshdBuilder, SSH_USER};
+    use virtgate_tests::{GatewayBuilder, QemuBuilder};
+    let dir = virtgate_tests::tempdir();
+    open_path_to(dir.path());
+    let pki = Pki::new(dir.path(), "ca");
+    let qemu = QemuBuilder::new("web1").start(dir.path());
+    let gwdir = dir.path().join("gw");
+    std::fs::create_dir_all(&gwdir).unwrap();
+    open_path_to(&gwdir);
+    let sock = gwdir.join("virtgate.sock");
+    let _gateway = GatewayBuilder::new(&pki)
+        .unix(&sock)
+        .domain(qemu.domain_toml())
+        .rule(&[SSH_USER], &["web*"], "operator")
+        .start(&gwdir);
+    let sshd = SshdBuilder::default()
+        .streamlocal(true)
+        .start(&dir.path().join("sshd"));
+    let key = dir.path().join("id_ed25519");
+    keygen(&key, "ed25519", "");
+    sshd.authorize(&key.with_extension("pub"));
+    let url = format!(
+        "virtgate+ssh://{SSH_USER}@127.0.0.1:{}{}",
+        sshd.port,
+        sock.display()
+    );
+    let user = ClientUser::with_profile(&dir.path().join("c"), &format!("url = {url:?}\n"))
+        .with_env("SSH_AUTH_SOCK", "/nonexistent/agent.sock");
+    private(&user);
+    let ssh = user.home.join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    std::fs::copy(&key, ssh.join("id_ed25519")).unwrap();
+
+    // unknown: the fingerprint is shown, and doctor stores nothing, whatever the flag says
+    let out = doctor(&user, &["--accept-new-host-key"]);
+    let (o, e) = text(&out);
+    println!("--- doctor with an unknown SSH host key ---\n{o}---");
+    assert_eq!(out.status.code(), Some(1), "{o}\n{e}");
+    let l = lines(&o);
+    for step in ["config", "profile", "dns", "tcp"] {
+        assert_eq!(mark(&l, step), "✓", "{step}:\n{o}");
+    }
+    assert!(
+        o.contains(&format!("{}", ssh.join("id_ed25519").display())),
+        "{o}"
+    );
+    assert_eq!(mark(&l, "ssh host key"), "✗", "{o}");
+    assert!(
+        o.contains(&format!(
+            "the SSH host key of [127.0.0.1]:{} is not known: ssh-ed25519 SHA256:",
+            sshd.port
+        )),
+        "{o}"
+    );
+    assert!(o.contains("doctor itself never stores a host key"), "{o}");
+    for step in ["ssh login", "gateway socket", "accepted", "whoami"] {
+        assert_eq!(mark(&l, step), "–", "{o}");
+    }
+    assert!(
+        !ssh.join("known_hosts").exists(),
+        "doctor wrote known_hosts"
+    );
+
+    // known: every step through sshd to the gateway passes
+    std::fs::write(ssh.join("known_hosts"), sshd.known_hosts_line("127.0.0.1")).unwrap();
+    let out = doctor(&user, &[]);
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}\n{e}");
+    let l = lines(&o);
+    for step in [
+        "ssh host key",
+        "ssh login",
+        "gateway socket",
+        "accepted",
+        "whoami",
+    ] {
+        assert_eq!(mark(&l, step), "✓", "{step}:\n{o}");
+    }
+    assert!(o.contains(&format!("{SSH_USER} (method unix")), "{o}");
+    assert!(o.contains("1 visible: web1"), "{o}");
+}

@@ -47,8 +47,8 @@ pub async fn keys(report: &mut Report, settings: &Settings) {
     };
     let sock = PathBuf::from(sock);
     let identities = match AgentClient::connect_uds(&sock).await {
-        Ok(mut agent) => agent.request_identities().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(mut agent) => agent.request_identities().await.map_err(|e| agent_text(&e)),
+        Err(e) => Err(agent_text(&e)),
     };
     match identities {
         Ok(ids) => {
@@ -115,11 +115,30 @@ pub async fn connect(report: &mut Report, transport: &SshTransport) -> Option<Co
             report.ok(step, done);
         } else if i == failed_at {
             report.fail(step, &err);
+            if let (Error::Ssh(f), Some(last)) = (&err, report.checks.last_mut()) {
+                if matches!(**f, SshFailure::HostKeyUnknown { .. }) {
+                    // the hint's --accept-new-host-key is for the other commands
+                    if let Some(h) = last.hint.as_mut() {
+                        h.push_str(
+                            "\n(doctor itself never stores a host key: `virtgate whoami \
+                             --accept-new-host-key` does)",
+                        );
+                    }
+                }
+            }
         } else {
             report.skip(step, "not tried: the step above failed");
         }
     }
     None
+}
+
+/// An agent error without the `(os error N)` noise.
+fn agent_text(e: &russh::keys::Error) -> String {
+    match e {
+        russh::keys::Error::IO(io) => crate::error::io_reason(io),
+        other => other.to_string(),
+    }
 }
 
 /// Which of the three steps an SSH error belongs to.
