@@ -328,3 +328,80 @@ fn ssh_an_unknown_host_key_is_shown_and_never_stored() {
     assert!(o.contains(&format!("{SSH_USER} (method unix")), "{o}");
     assert!(o.contains("1 visible: web1"), "{o}");
 }
+
+#[test]
+fn kerberos_without_a_ticket_and_with_one() {
+    use virtgate_tests::fixture::kdc::{Kdc, REALM};
+    use virtgate_tests::{GatewayBuilder, QemuBuilder};
+    let dir = virtgate_tests::tempdir();
+    let pki = Pki::new(dir.path(), "ca");
+    let kdc = Kdc::start(&dir.path().join("kdc"));
+    kdc.add_user("alice", "alice-pw");
+    let keytab = kdc.add_service("HTTP/localhost");
+    let qemu = QemuBuilder::new("web1").start(dir.path());
+    let gateway = GatewayBuilder::new(&pki)
+        .domain(qemu.domain_toml())
+        .rule(&["alice"], &["web*"], "operator")
+        .extra(&format!(
+            "[kerberos]\nservice = \"HTTP\"\nhost = \"localhost\"\nstrip_realm = [\"{REALM}\"]\n\
+             keytab = {:?}\n",
+            keytab.display().to_string()
+        ))
+        .env("KRB5_CONFIG", &kdc.krb5_conf)
+        .env("KRB5RCACHEDIR", dir.path())
+        .start(&dir.path().join("gw"));
+    let cc = dir.path().join("cc-alice");
+    let profile = format!(
+        "url = \"virtgate://localhost:{}\"\nca = {:?}\nauth = \"kerberos\"\n",
+        gateway.addrs[0].port(),
+        pki.ca_pem.display().to_string()
+    );
+    let user = ClientUser::with_profile(&dir.path().join("c"), &profile)
+        .with_env("KRB5_CONFIG", &kdc.krb5_conf)
+        .with_env("KRB5CCNAME", format!("FILE:{}", cc.display()));
+    private(&user);
+
+    // no ticket yet: that step fails with `kinit`, the gateway is still looked at
+    let out = doctor(&user, &[]);
+    let (o, e) = text(&out);
+    println!("--- doctor with Kerberos and no ticket ---\n{o}---");
+    assert_eq!(out.status.code(), Some(1), "{o}\n{e}");
+    let l = lines(&o);
+    assert_eq!(mark(&l, "kerberos ticket"), "✗", "{o}");
+    assert!(
+        o.contains("no Kerberos ticket") && o.contains(&format!("hint: run kinit")),
+        "{o}"
+    );
+    assert_eq!(mark(&l, "kerberos service"), "–", "{o}");
+    for step in ["ca", "dns A", "tls"] {
+        assert_eq!(mark(&l, step), "✓", "{step}:\n{o}");
+    }
+    assert_eq!(mark(&l, "accepted"), "–", "{o}");
+
+    // after kinit: the ticket, the service ticket and the login
+    kdc.kinit("alice", "alice-pw", &cc, None);
+    let out = doctor(&user, &[]);
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}\n{e}");
+    let l = lines(&o);
+    for step in [
+        "kerberos ticket",
+        "kerberos service",
+        "accepted",
+        "whoami",
+        "domains",
+    ] {
+        assert_eq!(mark(&l, step), "✓", "{step}:\n{o}");
+    }
+    assert!(o.contains(&format!("alice@{REALM} in cache FILE:")), "{o}");
+    assert!(
+        o.contains(&format!(
+            "the KDC issued a ticket for HTTP/localhost@{REALM}"
+        )),
+        "{o}"
+    );
+    assert!(
+        o.contains(&format!("accepted the Kerberos login as alice@{REALM}")),
+        "{o}"
+    );
+}
