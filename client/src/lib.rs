@@ -9,7 +9,10 @@
 //! env ───▶ profile::Env      ├─▶ cli::GlobalArgs::resolve ──▶ cli::Settings
 //! config.toml ─▶ profile::Profiles ┘        (flags > profile > defaults; url::GatewayUrl)
 //!
-//! Settings ──▶ transport::Transport::prepare   read CA/cert, unlock key (passphrase::…)
+//! Settings ──▶ shared::transport_for            `virtgate up` runs for the profile (its
+//!                                              socket ours, its lock held): Transport::
+//!                                              Shared, no unlock, no handshake; else:
+//!          ──▶ transport::Transport::prepare   read CA/cert, unlock key (passphrase::…)
 //!                                              or log in to its token (pkcs11::client_cert);
 //!                                              kerberos: CA only, no cert/key; ssh: user,
 //!                                              ~/.ssh, key files named (not read yet)
@@ -43,6 +46,10 @@
 //!                                              whoami, domains: ✓ / ! / ✗ / – with hints
 //!                                              (or JSON), exit 1 when a step failed;
 //!                                              never over the shared connection
+//! (up) Settings ──▶ shared (daemon)           prepare once, re-exec in the background,
+//!                                              upstream: Session + whoami, reconnecting;
+//!                                              proxy: PROFILE.sock (HTTP/2) → each request
+//!                                              and tunnel onto that one Session
 //! any failure ──▶ error::Error ──▶ error::report  `error: …` / `hint: …`, exit 1
 //! ```
 //!
@@ -64,6 +71,9 @@
 //!   parametrised by the console kind, plus the viewer) and `libvirt` on `relay`;
 //!   `doctor` checks every step from the profile to the gateway's answer (local files,
 //!   network, TLS, gateway; Kerberos and SSH), one file per stage.
+//! - [`shared`]: `virtgate up` / `down`: one unlock and one gateway connection that every
+//!   command of the profile uses through a private local socket (ControlMaster-like).
+//! - [`sockets`]: the per-user runtime folder and private 0600 sockets (`libvirt`, `up`).
 //! - [`error`]: every failure with a message and a hint (TLS alerts, GSS-API statuses, SSH
 //!   host keys, logins and channel refusals in words).
 //!
