@@ -43,6 +43,10 @@ packages=(
     # (softhsm2-util makes one in the test's dir); OpenSC's pkcs11-tool makes and lists keys
     # on it as an admin would
     softhsm2 opensc
+    # browsers' certificate store: a .p12 from `virtgate-pki export-p12` is imported into a
+    # fresh NSS database (pk12util, certutil: tests/tests/it/enroll.rs), as Firefox and
+    # Chromium do
+    libnss3-tools
 )
 
 missing=()

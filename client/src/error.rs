@@ -8,9 +8,11 @@
 //! including the alerts by which the gateway rejects our certificate. The Kerberos part
 //! ([`KerberosFailure`], in `error/kerberos.rs`) does the same for GSS-API status texts, and
 //! the SSH part ([`SshFailure`], in `error/ssh.rs`) for host keys, logins and channels.
+//! Setting a laptop up (`enroll`, `profile …`) has [`SetupFailure`] in `error/setup.rs`.
 
 mod kerberos;
 mod pkcs11;
+mod setup;
 mod ssh;
 mod tls;
 
@@ -24,6 +26,7 @@ pub use kerberos::{
     default_realm, krb5_conf_paths, parse_default_realm, KerberosContext, KerberosFailure,
 };
 pub use pkcs11::{ck_reason, ckr_name, Pkcs11Failure};
+pub use setup::SetupFailure;
 pub use ssh::SshFailure;
 pub use tls::{find_tls_error, TlsContext, TlsFailure};
 
@@ -162,6 +165,10 @@ pub enum Error {
     /// boxed to keep `Error` small.
     #[error(transparent)]
     Ssh(Box<SshFailure>),
+    /// `enroll` or `profile …` cannot do what was asked (nothing was overwritten); boxed to
+    /// keep `Error` small.
+    #[error(transparent)]
+    Setup(Box<SetupFailure>),
     /// A hardware key failed (module, token, PIN, key); boxed to keep `Error` small.
     #[error(transparent)]
     Pkcs11(Box<Pkcs11Failure>),
@@ -277,6 +284,12 @@ pub enum Error {
 impl From<Pkcs11Failure> for Error {
     fn from(f: Pkcs11Failure) -> Error {
         Error::Pkcs11(Box::new(f))
+    }
+}
+
+impl From<SetupFailure> for Error {
+    fn from(f: SetupFailure) -> Error {
+        Error::Setup(Box::new(f))
     }
 }
 
@@ -403,6 +416,7 @@ impl Error {
             Error::Tls { failure, context } => failure.hint(context),
             Error::Kerberos { failure, context } => failure.hint(context),
             Error::Ssh(failure) => failure.hint(),
+            Error::Setup(failure) => failure.hint()?,
             Error::Pkcs11(failure) => failure.hint(),
             Error::UnixSocket { path, error } => crate::transport::unix::hint(path, error),
             Error::Problem { problem } => problem.hint.clone()?,

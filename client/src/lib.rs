@@ -118,9 +118,11 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     let env = Env::from_process();
     let remote = match cli.command {
         Command::Remote(remote) => remote,
-        Command::Enroll(args) => return cmd::enroll::run(args, &env).map(|()| Outcome::Success),
+        Command::Enroll(args) => {
+            return cmd::enroll::run(&cli.global, args, &env).map(|()| Outcome::Success)
+        }
         Command::Profile(command) => {
-            return cmd::profile::run(command, &env).map(|()| Outcome::Success)
+            return cmd::profile::run(&cli.global, command, &env).map(|()| Outcome::Success)
         }
         Command::Doctor(args) => {
             return cmd::doctor::run(&cli.global, args, &env).map(|ok| match ok {

@@ -24,12 +24,11 @@ use rcgen::{
     Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateSigningRequestDer;
 use time::OffsetDateTime;
-use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
 use crate::crl;
+use crate::csr::CsrInfo;
 use crate::error::{CaError, KeyFileError};
 use crate::files::{self, Existing};
 use crate::index::{CertKind, Index, IndexEntry, Revocation};
@@ -249,26 +248,27 @@ impl Ca {
     /// The CN of the request is the user; everything else the request asks for (SANs,
     /// key usages, CA flags) is ignored: the CA decides what a client certificate holds.
     pub fn sign_csr(&mut self, csr_pem: &str, opts: &ClientOptions) -> Result<IssuedCert, CaError> {
-        let bad = |detail: String| CaError::BadCsr { detail };
-        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-            .map_err(|e| bad(format!("no PEM CERTIFICATE REQUEST found ({e})")))?;
-        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
-            .map_err(|e| bad(format!("not a PKCS#10 request ({e})")))?;
-        csr.verify_signature()
-            .map_err(|e| bad(format!("its signature does not verify ({e})")))?;
-        let info = &csr.certification_request_info;
-        let user = info
-            .subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .ok_or_else(|| bad("the subject has no common name (CN=user)".to_string()))?
-            .to_string();
-        names::check_user(&user)?;
-        let public_key = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
-            .map_err(|e| bad(format!("unsupported public key ({e})")))?;
-        let params =
-            self.leaf_params(&user, &opts.validity, ExtendedKeyUsagePurpose::ClientAuth)?;
+        let request = CsrInfo::parse(csr_pem)?;
+        self.sign_request(&request, opts)
+    }
+
+    /// Signs a request already read (and its signature checked) by [`CsrInfo::parse`].
+    pub fn sign_request(
+        &mut self,
+        request: &CsrInfo,
+        opts: &ClientOptions,
+    ) -> Result<IssuedCert, CaError> {
+        names::check_user(&request.cn)?;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&request.spki_der).map_err(|e| {
+            CaError::BadCsr {
+                detail: format!("unsupported public key ({e})"),
+            }
+        })?;
+        let params = self.leaf_params(
+            &request.cn,
+            &opts.validity,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
         self.sign_and_record(params, &public_key, CertKind::Client, Vec::new(), None)
     }
 

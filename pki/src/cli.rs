@@ -7,6 +7,12 @@
 //!   unencrypted (0600) and says so.
 //! - client key (`issue-client`): `--no-passphrase`, `--passphrase-file`, then
 //!   `VIRTGATE_KEY_PASSPHRASE`, then a prompt (twice).
+//! - `export-p12` (`export.rs`): the key's as for `issue-client` (one prompt); the .p12's
+//!   `--p12-passphrase-file`, then `VIRTGATE_P12_PASSPHRASE`, then `--same-passphrase`,
+//!   then a prompt (twice). It is the one command that needs no `--dir`.
+//!
+//! `sign-csr` (`sign.rs`) signs only a request for the user expected: `--expect USER`, or
+//! the admin's `y` on the terminal after seeing the CN and the key's fingerprint.
 //!
 //! Files: the CA folder is private (0700); `issue-server --out DIR` writes the gateway's
 //! files to DIR shared with the gateway's group (`--group`, default `virtgate`) and
@@ -19,8 +25,7 @@ use crate::ca::CA_CERT;
 use crate::share::GroupChoice;
 use crate::zeroize::Zeroizing;
 use crate::{
-    files, passphrase, Ca, ClientOptions, Existing, InitOptions, KeyFileError, ServerOptions,
-    Validity,
+    passphrase, Ca, ClientOptions, Existing, InitOptions, KeyFileError, ServerOptions, Validity,
 };
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -118,12 +123,19 @@ enum Command {
         force: bool,
     },
     /// Sign a certificate request (PEM) as a client certificate; the user is its CN
+    ///
+    /// Nothing is signed unless the request is for the user expected: --expect USER, or
+    /// on a terminal its CN and key fingerprint are shown and you confirm.
     SignCsr {
-        /// The request, e.g. from `openssl req -new -key USER.key -subj /CN=USER`
+        /// The request, e.g. USER.csr from `virtgate enroll USER`, or from `openssl req -new
+        /// -key USER.key -subj /CN=USER`
         file: PathBuf,
         /// Where to write the certificate (PEM)
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// The user the request must be for (its CN); without it you are asked on the terminal
+        #[arg(long, value_name = "USER")]
+        expect: Option<String>,
         /// Validity in days
         #[arg(long, default_value_t = 365)]
         days: u32,
@@ -131,6 +143,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write a PKCS#12 file (.p12) for a browser: a certificate, its key and the CA
+    /// certificate (no --dir needed)
+    ExportP12(crate::export::ExportP12),
     /// Revoke every certificate of a user, or one serial; rewrites DIR/crl.pem and every
     /// published copy
     Revoke {
@@ -168,6 +183,11 @@ fn parse_ip(s: &str) -> Result<IpAddr, String> {
 impl Cli {
     /// Runs the command.
     pub fn run(self) -> Result<()> {
+        // export-p12 runs where the key is (a laptop): it needs no CA folder
+        let command = match self.command {
+            Command::ExportP12(args) => return crate::export::run(args, self.dir.as_deref()),
+            command => command,
+        };
         let Some(dir) = self.dir.clone() else {
             Cli::command()
                 .error(
@@ -182,7 +202,7 @@ impl Cli {
             let mut ask = || ca_passphrase(ca_pass_file.as_deref(), &key_path);
             Ok(Ca::open(dir, &mut ask)?)
         };
-        match self.command {
+        match command {
             Command::Init {
                 name,
                 days,
@@ -267,37 +287,20 @@ impl Cli {
             Command::SignCsr {
                 file,
                 out,
+                expect,
                 days,
                 force,
-            } => {
-                let ctx = format!("sign-csr {}", file.display());
-                let mut ca = open(&dir)?;
-                let csr = std::fs::read_to_string(&file)
-                    .map_err(|e| KeyFileError::read("request file", &file, e))
-                    .context(ctx.clone())?;
-                if !force && out.exists() {
-                    return Err(KeyFileError::Exists { path: out }).context(ctx);
-                }
-                let opts = ClientOptions {
-                    validity: Validity::Days(days),
-                };
-                let issued = ca.sign_csr(&csr, &opts).context(ctx.clone())?;
-                files::write_file(
-                    &out,
-                    issued.cert_pem.as_bytes(),
-                    files::PUBLIC_MODE,
-                    existing(force),
-                )
-                .with_context(|| format!("{ctx}: writing {}", out.display()))?;
-                println!(
-                    "signed a client certificate for {} (serial {}, valid until {})",
-                    issued.entry.cn,
-                    issued.entry.serial,
-                    date(issued.entry.not_after)
-                );
-                print_written(&[out]);
-                Ok(())
-            }
+            } => crate::sign::run(
+                crate::sign::SignCsr {
+                    file,
+                    out,
+                    days,
+                    force,
+                    expect,
+                },
+                || open(&dir),
+            ),
+            Command::ExportP12(args) => crate::export::run(args, Some(&dir)),
             Command::Revoke { target, reason } => {
                 let mut ca = open(&dir)?;
                 let revoked = ca
@@ -524,7 +527,7 @@ fn existing(force: bool) -> Existing {
 }
 
 /// A date as RFC 3339 (UTC, seconds).
-fn date(t: OffsetDateTime) -> String {
+pub(crate) fn date(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 

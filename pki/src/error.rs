@@ -406,6 +406,61 @@ pub enum CaError {
         /// The group asked for.
         name: String,
     },
+    /// `sign-csr --expect NAME` on a request for another name: nothing is signed.
+    #[error("{} asks for a certificate for `{found}`, not `{expected}` (--expect {expected}): nothing signed", file.display())]
+    UnexpectedRequest {
+        /// The request file.
+        file: PathBuf,
+        /// The name the admin expected (`--expect`).
+        expected: String,
+        /// The CN the request asks for.
+        found: String,
+    },
+
+    /// `sign-csr` without `--expect` and without a terminal to confirm the name on.
+    #[error("{} asks for a certificate for `{cn}` (public key {fingerprint}) and there is no terminal to confirm it on: nothing signed", file.display())]
+    NeedsExpect {
+        /// The request file.
+        file: PathBuf,
+        /// The CN the request asks for.
+        cn: String,
+        /// Its public key's fingerprint.
+        fingerprint: String,
+    },
+
+    /// The admin answered no when asked to confirm a request.
+    #[error("not confirmed: nothing signed for `{cn}`")]
+    NotConfirmed {
+        /// The CN the request asks for.
+        cn: String,
+    },
+
+    /// A certificate that does not belong to the key it is paired with.
+    #[error("the certificate {} does not belong to the key {} (their public keys differ)", cert.display(), key.display())]
+    CertKeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+
+    /// A certificate that the given CA would not accept.
+    #[error("the certificate {} does not check against the CA {}: {reason}", cert.display(), ca.display())]
+    NotIssuedBy {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The CA certificate file.
+        ca: PathBuf,
+        /// Why not, in words.
+        reason: String,
+    },
+
+    /// Encoding a PKCS#12 file failed.
+    #[error("making the PKCS#12 file: {detail}")]
+    P12 {
+        /// What the encoder said.
+        detail: String,
+    },
 }
 
 impl CaError {
@@ -482,6 +537,30 @@ impl CaError {
             CaError::AlreadyRevoked { .. } => {
                 Some("`virtgate-pki list` shows every certificate and its status".to_string())
             }
+            CaError::UnexpectedRequest { found, .. } => Some(format!(
+                "ask the user who sent it; sign it only if `{found}` is who it should be, with \
+                 --expect {found}"
+            )),
+            CaError::NeedsExpect { cn, .. } => Some(format!(
+                "pass --expect USER with the user you expect (the request says `{cn}`; compare \
+                 its fingerprint with the one `virtgate enroll` showed the user), or run \
+                 sign-csr on a terminal to be asked"
+            )),
+            CaError::NotConfirmed { .. } => Some(
+                "ask the user for a new request if this one is not theirs; answer `y` to sign it"
+                    .to_string(),
+            ),
+            CaError::CertKeyMismatch { .. } => Some(
+                "pass the certificate issued for this key (`virtgate-pki sign-csr` of the \
+                 request made with it), or the key it was issued for"
+                    .to_string(),
+            ),
+            CaError::NotIssuedBy { .. } => Some(
+                "pass --ca with the ca.pem of the CA that signed the certificate (the admin \
+                 sends it with the certificate)"
+                    .to_string(),
+            ),
+            CaError::P12 { .. } => None,
             CaError::UnknownGroup { name } => Some(format!(
                 "create it (`addgroup --system {name}`), or name an existing group; the virtgate \
                  package creates the `virtgate` user and group"

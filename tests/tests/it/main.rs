@@ -10,6 +10,7 @@ mod config;
 mod deadpeer;
 mod demo;
 mod doctor;
+mod enroll;
 mod fixtures;
 mod graphics;
 mod kerberos;

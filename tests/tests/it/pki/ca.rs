@@ -156,6 +156,8 @@ fn sign_csr_from_openssl_verifies() {
         &[
             "sign-csr",
             t.join("dave.csr").to_str().unwrap(),
+            "--expect",
+            "dave",
             "--out",
             t.join("dave.pem").to_str().unwrap(),
         ],
@@ -195,6 +197,8 @@ fn sign_csr_from_openssl_verifies() {
         &[
             "sign-csr",
             t.join("dave.csr").to_str().unwrap(),
+            "--expect",
+            "dave",
             "--out",
             t.join("dave.pem").to_str().unwrap(),
         ],
