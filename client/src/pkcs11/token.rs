@@ -110,11 +110,12 @@ impl TokenKey {
 /// Module files found in the usual places, for hints when none is configured or the
 /// configured one is missing.
 pub fn candidate_modules() -> Vec<PathBuf> {
+    // /usr/lib first: Debian's documented /usr/lib/softhsm/libsofthsm2.so is a link there
     let dirs = [
+        "/usr/lib",
         "/usr/lib/x86_64-linux-gnu",
         "/usr/lib/aarch64-linux-gnu",
         "/usr/lib64",
-        "/usr/lib",
         "/usr/local/lib",
     ];
     let names = [
@@ -197,9 +198,13 @@ impl Token {
         let mut available = Vec::new();
         let mut chosen = None;
         for slot in slots {
+            // a slot with a blank token (SoftHSM always has a free one) holds no key
             let Ok(info) = pkcs11.get_token_info(slot) else {
                 continue;
             };
+            if !info.token_initialized() {
+                continue;
+            }
             available.push(format!(
                 "\"{}\" ({}, serial {})",
                 info.label(),

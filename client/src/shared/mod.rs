@@ -115,6 +115,41 @@ impl Place {
         }
     }
 
+    /// What is at the socket's place.
+    pub fn inspect(&self) -> Found {
+        let Ok(meta) = std::fs::symlink_metadata(&self.socket) else {
+            return Found::Nothing;
+        };
+        let uid = rustix::process::getuid().as_raw();
+        if !meta.file_type().is_socket() {
+            return Found::NotOurs("it is not a socket".into());
+        }
+        if meta.uid() != uid {
+            return Found::NotOurs(format!(
+                "it belongs to uid {}, not to you (uid {uid})",
+                meta.uid()
+            ));
+        }
+        match self.running() {
+            Some(owner) => Found::Running(owner),
+            None => Found::Stale,
+        }
+    }
+
+    /// Why the last `up` of this place stopped for good, if it did (kept for the next
+    /// command to print).
+    pub fn ended(&self) -> Option<String> {
+        std::fs::read_to_string(&self.ended)
+            .ok()
+            .map(|t| t.trim_end().to_owned())
+    }
+
+    /// Whether an `up` with this owner record serves these settings (same config file and
+    /// URL): another config's profile of the same name is not ours to use.
+    pub fn serves(owner: &Owner, settings: &Settings, config: &Path) -> bool {
+        owner.config == config && owner.url == settings.url.to_string()
+    }
+
     /// Print (once) why the last `up` of this place stopped for good, and forget it.
     fn report_ended(&self) {
         if let Ok(text) = std::fs::read_to_string(&self.ended) {
@@ -126,6 +161,19 @@ impl Place {
             );
         }
     }
+}
+
+/// What is at a profile's socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing: no `up` runs.
+    Nothing,
+    /// A socket of ours whose `up` runs (its lock record).
+    Running(Owner),
+    /// A socket of ours whose `up` is gone (killed): to remove.
+    Stale,
+    /// Something not to use or touch, and why (not a socket, another user's).
+    NotOurs(String),
 }
 
 /// What a running `up` wrote into its lock file.
@@ -179,33 +227,28 @@ pub fn transport_for(
         return Ok(None);
     }
     let place = Place::of_process(profile);
-    let meta = match std::fs::symlink_metadata(&place.socket) {
-        Ok(m) => m,
-        Err(_) => {
+    let owner = match place.inspect() {
+        Found::Nothing => {
             place.report_ended();
             return Ok(None);
         }
+        Found::NotOurs(problem) => {
+            return Err(Error::SharedSocket {
+                path: place.socket.clone(),
+                problem,
+            })
+        }
+        Found::Stale => {
+            eprintln!(
+                "note: removing {}: its `virtgate up` is gone; connecting directly",
+                place.socket.display()
+            );
+            let _ = std::fs::remove_file(&place.socket);
+            return Ok(None);
+        }
+        Found::Running(owner) => owner,
     };
-    let uid = rustix::process::getuid().as_raw();
-    if !meta.file_type().is_socket() || meta.uid() != uid {
-        return Err(Error::SharedSocket {
-            path: place.socket.clone(),
-            problem: if meta.file_type().is_socket() {
-                format!("it belongs to uid {}, not to you (uid {uid})", meta.uid())
-            } else {
-                "it is not a socket".into()
-            },
-        });
-    }
-    let Some(owner) = place.running() else {
-        eprintln!(
-            "note: removing {}: its `virtgate up` is gone; connecting directly",
-            place.socket.display()
-        );
-        let _ = std::fs::remove_file(&place.socket);
-        return Ok(None);
-    };
-    if owner.config != profiles.path || owner.url != settings.url.to_string() {
+    if !Place::serves(&owner, settings, &profiles.path) {
         tracing::debug!(
             ?owner,
             "the shared connection is another config's; not using it"

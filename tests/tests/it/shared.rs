@@ -91,6 +91,13 @@ impl SWorld {
     }
 }
 
+/// `virtgate doctor`'s output (whatever its exit status).
+fn doctor(c: &ClientUser) -> String {
+    let out = c.run(&["doctor"]);
+    let (o, e) = text(&out);
+    format!("{o}{e}")
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }
@@ -160,6 +167,11 @@ fn up_twice_a_killed_up_and_sockets_not_to_trust() {
     let w = SWorld::start();
     let c = &w.client;
     let (up, _) = c.up();
+    let d = doctor(c);
+    assert!(
+        d.contains("✓ shared") && d.contains(&format!("(pid {}) shares one connection", up.pid)),
+        "{d}"
+    );
     let e = c.fails(&["up"]);
     assert!(
         e.contains("already shares a connection for profile `t`")
@@ -176,6 +188,8 @@ fn up_twice_a_killed_up_and_sockets_not_to_trust() {
     up.signal("KILL");
     assert!(up.wait_gone(Duration::from_secs(5)));
     assert!(c.shared_socket().exists());
+    let d = doctor(c);
+    assert!(d.contains("! shared") && d.contains("that is gone"), "{d}");
     let out = c.run(&["whoami"]);
     let (o, e) = text(&out);
     assert!(out.status.success() && o.contains("alice"), "{o}{e}");
@@ -254,6 +268,11 @@ fn a_revoked_certificate_stops_the_shared_connection_for_good() {
         "up still runs after the revocation"
     );
     assert!(!c.shared_socket().exists(), "socket left behind");
+    let d = doctor(c);
+    assert!(
+        d.contains("! shared") && d.contains("stopped for good") && d.contains("revoked"),
+        "{d}"
+    );
     let e = c.fails(&["whoami"]);
     assert!(
         e.contains("note: the shared connection of profile `t` (virtgate up) ended")

@@ -62,6 +62,69 @@ pub fn run(global: &GlobalArgs, args: DoctorArgs, env: &Env) -> Result<bool, Err
     Ok(report.passed())
 }
 
+/// The step `shared`: whether `virtgate up` keeps a connection that the profile's commands
+/// use (doctor itself always connects directly).
+fn shared(report: &mut Report, settings: &Settings, config: &std::path::Path) {
+    use crate::shared::{Found, Place};
+    const STEP: &str = "shared";
+    let Some(profile) = settings.profile.as_deref() else {
+        report.skip(STEP, "a bare --url has no shared connection");
+        return;
+    };
+    let place = Place::of_process(profile);
+    match place.inspect() {
+        Found::Nothing => match place.ended() {
+            Some(why) => report.add_hint(
+                STEP,
+                Status::Warn,
+                format!("the last `virtgate up` of profile `{profile}` stopped for good: {why}"),
+                "fix that, then `virtgate up` again; meanwhile commands connect themselves",
+            ),
+            None => report.ok(
+                STEP,
+                format!("no `virtgate up` for profile `{profile}`: commands connect themselves"),
+            ),
+        },
+        Found::Running(owner) if Place::serves(&owner, settings, config) => report.ok(
+            STEP,
+            format!(
+                "`virtgate up` (pid {}) shares one connection on {}; the checks below connect \
+                 directly",
+                owner.pid,
+                place.socket.display()
+            ),
+        ),
+        Found::Running(owner) => report.add_hint(
+            STEP,
+            Status::Warn,
+            format!(
+                "`virtgate up` (pid {}) runs for a profile `{profile}` of {} ({}): not this one, \
+                 so commands connect themselves",
+                owner.pid,
+                owner.config.display(),
+                owner.url
+            ),
+            format!("`virtgate down -p {profile}` with that config ends it"),
+        ),
+        Found::Stale => report.add_hint(
+            STEP,
+            Status::Warn,
+            format!(
+                "{} was left by a `virtgate up` that is gone (killed?)",
+                place.socket.display()
+            ),
+            "the next command removes it and connects itself; `virtgate up` starts a new one",
+        ),
+        Found::NotOurs(problem) => report.fail(
+            STEP,
+            &Error::SharedSocket {
+                path: place.socket.clone(),
+                problem,
+            },
+        ),
+    }
+}
+
 /// The steps after the profile, for a TLS URL: what was prepared on this machine.
 struct TlsPlan {
     /// Host and port from the URL.
@@ -93,8 +156,7 @@ fn check(report: &mut Report, global: &GlobalArgs, env: &Env) -> Result<(), Erro
     let Some(settings) = local::profile(report, global, &profiles, env) else {
         return Ok(());
     };
-    // (later) a step `shared`: whether `virtgate up` keeps a connection for this profile
-    // (`crate::shared`); doctor itself always connects directly.
+    shared(report, &settings, &profiles.path);
     let tls = match &settings.url {
         GatewayUrl::Tls { host, port } => Some(prepare_tls(report, &settings, host, *port)),
         _ => None,
