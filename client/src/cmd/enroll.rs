@@ -122,6 +122,9 @@ pub fn config_folder(env: &Env) -> PathBuf {
 /// Run `virtgate enroll`.
 pub fn run(global: &GlobalArgs, args: EnrollArgs, env: &Env) -> Result<(), Error> {
     check_user(&args.user)?;
+    if let Some(uri) = global.key.as_deref().filter(|k| crate::pkcs11::is_uri(k)) {
+        return crate::pkcs11::enroll::run(global, &args, env, uri);
+    }
     if args.no_passphrase && global.passphrase_file.is_some() {
         return Err(Error::Setting {
             message: "--no-passphrase and --passphrase-file contradict each other".into(),

@@ -8,6 +8,8 @@
 //! - [`signer`]: the key as rustls and rcgen sign with it (digest here, CKM_ECDSA /
 //!   CKM_RSA_PKCS_PSS / CKM_RSA_PKCS on the token).
 //! - [`der`]: the DER wrappers the token's raw output needs.
+//! - [`enroll`]: `virtgate enroll USER --key pkcs11:…`: the key made (or found) on the
+//!   token, the request signed there.
 //!
 //! The module comes from `--pkcs11-module`, else the profile's `pkcs11_module`, else the
 //! URI's `module-path`; nothing is loaded by guess (an error lists the modules found in the
@@ -16,6 +18,7 @@
 //! is asked once per process and never retried.
 
 pub mod der;
+pub mod enroll;
 pub mod signer;
 pub mod token;
 pub mod uri;

@@ -17,6 +17,7 @@ mod kerberos;
 mod libvirt;
 mod lifecycle;
 mod package;
+mod pkcs11;
 mod pki;
 mod reload;
 mod service;
