@@ -28,7 +28,7 @@ pub use kerberos::{
 pub use pkcs11::{ck_reason, ckr_name, Pkcs11Failure};
 pub use setup::SetupFailure;
 pub use ssh::SshFailure;
-pub use tls::{find_tls_error, TlsContext, TlsFailure};
+pub use tls::{find_tls_error, utc, TlsContext, TlsFailure};
 
 use crate::url::UrlError;
 

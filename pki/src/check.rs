@@ -151,7 +151,10 @@ mod tests {
         let stranger = KeyPair::generate().unwrap();
         let stranger = PrivateKeyDer::try_from(stranger.serialize_der()).unwrap();
         assert_eq!(cert_matches_key(&cert, &stranger), Some(false));
-        assert_eq!(verify_client_cert(&[ca_der.clone()], &cert, &[]), Ok(()));
+        assert_eq!(
+            verify_client_cert(std::slice::from_ref(&ca_der), &cert, &[]),
+            Ok(())
+        );
         assert_eq!(
             verify_client_cert(&[other_ca], &cert, &[]).unwrap_err(),
             "it was not signed by this CA"

@@ -519,11 +519,7 @@ fn report_sharing(out: &Path, files: &crate::publish::ServerFiles) {
 
 /// Maps `--force` to what to do with existing files.
 fn existing(force: bool) -> Existing {
-    if force {
-        Existing::Replace
-    } else {
-        Existing::Refuse
-    }
+    Existing::from_force(force)
 }
 
 /// A date as RFC 3339 (UTC, seconds).

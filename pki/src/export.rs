@@ -63,12 +63,8 @@ pub struct ExportP12 {
 /// Runs `export-p12`; `ca_dir` is `--dir` when given.
 pub fn run(args: ExportP12, ca_dir: Option<&Path>) -> Result<()> {
     let ctx = format!("export-p12 {}", args.out.display());
-    let existing = if args.force {
-        Existing::Replace
-    } else {
-        Existing::Refuse
-    };
-    if existing == Existing::Refuse && std::fs::symlink_metadata(&args.out).is_ok() {
+    let existing = Existing::from_force(args.force);
+    if existing.refuses(&args.out) {
         return Err(KeyFileError::Exists { path: args.out }).context(ctx);
     }
     let ca_path = ca_file(&args, ca_dir);

@@ -40,6 +40,22 @@ pub enum Existing {
     Replace,
 }
 
+impl Existing {
+    /// What the `--force` flag asks for.
+    pub fn from_force(force: bool) -> Existing {
+        if force {
+            Existing::Replace
+        } else {
+            Existing::Refuse
+        }
+    }
+
+    /// Whether writing to `path` would be refused (checked before anything is asked for).
+    pub fn refuses(self, path: &Path) -> bool {
+        self == Existing::Refuse && fs::symlink_metadata(path).is_ok()
+    }
+}
+
 /// Tells temporary names apart when one process writes several files at once.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -69,7 +85,7 @@ pub fn write_file_for_group(
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
 
-    if existing == Existing::Refuse && fs::symlink_metadata(path).is_ok() {
+    if existing.refuses(path) {
         return Err(already_exists());
     }
 

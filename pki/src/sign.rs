@@ -45,12 +45,8 @@ pub fn run(args: SignCsr, open: impl FnOnce() -> Result<Ca>) -> Result<()> {
         .context(ctx.clone())?;
     let request = CsrInfo::parse(&text).context(ctx.clone())?;
     accept(&args, &request).context(ctx.clone())?;
-    let existing = if args.force {
-        Existing::Replace
-    } else {
-        Existing::Refuse
-    };
-    if existing == Existing::Refuse && std::fs::symlink_metadata(&args.out).is_ok() {
+    let existing = Existing::from_force(args.force);
+    if existing.refuses(&args.out) {
         return Err(KeyFileError::Exists { path: args.out }).context(ctx);
     }
     let mut ca = open()?;

@@ -285,8 +285,8 @@ fn judge_dates(
     }
 }
 
-/// `2026-12-03 10:00:00 UTC`
-fn utc(t: x509_parser::time::ASN1Time) -> String {
+/// `2026-12-03 10:00:00 UTC`: a certificate date for messages.
+pub fn utc(t: x509_parser::time::ASN1Time) -> String {
     let d = t.to_datetime();
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",

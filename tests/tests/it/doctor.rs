@@ -369,7 +369,7 @@ fn kerberos_without_a_ticket_and_with_one() {
     let l = lines(&o);
     assert_eq!(mark(&l, "kerberos ticket"), "✗", "{o}");
     assert!(
-        o.contains("no Kerberos ticket") && o.contains(&format!("hint: run kinit")),
+        o.contains("no Kerberos ticket") && o.contains("hint: run kinit"),
         "{o}"
     );
     assert_eq!(mark(&l, "kerberos service"), "–", "{o}");

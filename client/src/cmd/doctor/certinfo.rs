@@ -7,6 +7,8 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::time::ASN1Time;
 
+use crate::error::utc;
+
 /// Within this many days of its end a certificate is reported with a warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 14;
 
@@ -146,20 +148,6 @@ pub fn plural(n: i64, what: &str) -> String {
     } else {
         format!("{n} {what}s")
     }
-}
-
-/// `2026-12-03 10:00:00 UTC`
-pub fn utc(t: ASN1Time) -> String {
-    let d = t.to_datetime();
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        d.year(),
-        u8::from(d.month()),
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
 }
 
 #[cfg(test)]

@@ -307,10 +307,8 @@ fn add(global: &GlobalArgs, args: AddArgs, env: &Env) -> Result<(), Error> {
         keys.push(("ssh_key", written_path(&config.folder, &absolute(ssh_key))));
     }
     // ca and cert in the file's usual order: url, ca, cert, key
-    let mut at = 1;
-    for (copy, key) in copies.iter().zip(["ca", "cert"]) {
+    for (at, (copy, key)) in (1..).zip(copies.iter().zip(["ca", "cert"])) {
         keys.insert(at, (key, written_path(&config.folder, &copy.to)));
-        at += 1;
     }
     if let Some(cmd) = &args.passphrase_command {
         keys.push(("passphrase_command", cmd.clone()));
