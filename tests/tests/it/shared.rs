@@ -2,13 +2,15 @@
 //! profile (whoami, list, info, vnc with a real VNC client, the serial console), and
 //! everything that can go wrong with it: `up` twice, a socket whose `up` was SIGKILLed,
 //! a socket of another user or that is no socket, the gateway restarting under it, and a
-//! certificate revoked under it (which stops it for good, with a message).
+//! certificate revoked under it (which stops it for good, with a message), and a network
+//! that goes silent and comes back.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use virtgate_tests::fixture::gateway::toml_str;
+use virtgate_tests::fixture::netcut::NetCut;
 use virtgate_tests::{
     guest_kernel, metric, poll, text, ClientCert, ClientUser, Gateway, GatewayBuilder,
     GuestOptions, Pki, Qemu, QemuBuilder,
@@ -283,4 +285,40 @@ fn a_revoked_certificate_stops_the_shared_connection_for_good() {
     let e = c.fails(&["whoami"]);
     assert!(!e.contains("note: the shared connection"), "{e}");
     assert!(e.contains("revoked"), "{e}");
+}
+
+#[test]
+fn the_shared_connection_comes_back_after_the_network_does() {
+    let w = SWorld::start();
+    let c = &w.client;
+    let (up, _) = c.up();
+    let log = c.runtime_folder().join("t.log");
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    {
+        // a silent network (no RST, no FIN): up's keepalive notices and it starts reconnecting
+        let _cut = NetCut::tcp_port(w.gateway().addrs[0].port());
+        poll("up notices the cut", Duration::from_secs(30), || {
+            logged("connection lost").then_some(())
+        });
+    }
+    let me = poll(
+        "whoami after the network is back",
+        Duration::from_secs(60),
+        || {
+            let out = c.run(&["whoami"]);
+            out.status.success().then(|| text(&out).0)
+        },
+    );
+    assert!(me.contains("alice"), "{me}");
+    assert!(
+        logged("reconnected"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(w.unlocks(), 1, "reconnected with the key unlocked once");
+    assert!(!up.wait_gone(Duration::ZERO), "up still runs");
 }
