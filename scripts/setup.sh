@@ -47,6 +47,9 @@ packages=(
     # fresh NSS database (pk12util, certutil: tests/tests/it/enroll.rs), as Firefox and
     # Chromium do
     libnss3-tools
+    # the web console driven by a real browser (tests/src/fixture/chromium.rs): headless
+    # Chromium and its WebDriver server from Debian; nothing downloads a browser or a driver
+    chromium chromium-driver
 )
 
 missing=()

@@ -23,6 +23,7 @@ pub mod fixture;
 
 use std::path::PathBuf;
 
+pub use fixture::chromium::{Chromium, ChromiumBuilder};
 pub use fixture::client::{curl, metric, ClientUser, Forwarder};
 pub use fixture::gateway::{Gateway, GatewayBuilder};
 pub use fixture::guest::{guest_kernel, guest_screen_fraction, GuestOptions, GUEST_SCREEN_RGB};

@@ -6,6 +6,7 @@
 
 mod api;
 mod badinput;
+mod browser;
 mod config;
 mod deadpeer;
 mod demo;
