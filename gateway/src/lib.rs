@@ -23,6 +23,10 @@
 //!             (error.rs); domains.rs list/info/screenshot; lifecycle.rs start/shutdown
 //!             (ACPI, wait, force)/reboot/destroy; events.rs NDJSON stream per subscriber; tunnel.rs splices extended CONNECT streams to console sockets
 //!             and libvirtd's RPC sockets
+//!   web/      the browser console: `/` and `/ui/` (mod.rs router + security headers),
+//!             pages.rs (domain list, noVNC and xterm.js pages), assets.rs (every file
+//!             under gateway/web/, vendored noVNC and xterm.js included, embedded by
+//!             build.rs; ETag, 304)
 //!   authz/    pure: Identity × domain × Action → Decision (rules, roles, globs)
 //!   backend/  trait Hypervisor; qemu.rs (QMP state and lifecycle, unix consoles;
 //!             qemu/screenshot.rs private screendump file), qmp.rs (client),
@@ -64,6 +68,7 @@ pub mod reload;
 pub mod service;
 pub mod sessions;
 pub mod shutdown;
+pub mod web;
 
 use std::io::Write as _;
 use std::sync::atomic::AtomicU64;

@@ -291,6 +291,9 @@ async fn route(
         }
     }
     let path = req.uri().path().to_owned();
+    if !is_connect && crate::web::is_web(&path) {
+        return crate::web::route(state, id, req).await;
+    }
     let parsed = ApiPath::parse(&path, req.uri().query(), is_connect).map_err(|e| match e {
         PathError::BadName(_) => {
             error::bad_request(e.to_string(), "domain names are percent-encoded UTF-8")

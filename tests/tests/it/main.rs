@@ -27,6 +27,7 @@ mod spice;
 mod ssh;
 mod supervise;
 mod vnc;
+mod webpages;
 
 /// Shared set-up of the API tests: a CA, a QEMU domain `web1` and a gateway granting
 /// `alice` operator on `web*`.
