@@ -35,6 +35,43 @@ pub const SHARED_LIBRARIES: &[(&str, &str, &str)] = &[
     ("ld-linux-x86-64.so.2", "libc6", "LGPL-2.1+"),
 ];
 
+/// A third-party file set embedded in virtgated that is not a crate: the browser console's
+/// libraries in `gateway/web/vendor/` (written by `scripts/vendor-web.sh`, versions in its
+/// `VERSIONS`).
+#[derive(Debug, Clone, Copy)]
+pub struct Embedded {
+    /// The DEP-5 `Files:` pattern.
+    pub files: &'static str,
+    /// Who holds the copyright, as the package's licence files say.
+    pub copyright: &'static str,
+    /// The licence as an SPDX expression (a standalone paragraph is written per identifier).
+    pub license: &'static str,
+}
+
+/// noVNC (MPL-2.0, with pako MIT AND Zlib and an old BSD-licensed DES) and xterm.js (MIT).
+pub const EMBEDDED: &[Embedded] = &[
+    Embedded {
+        files: "gateway/web/vendor/novnc/*",
+        copyright: "2022 The noVNC authors (@novnc/novnc 1.7.0; gateway/web/vendor/novnc/AUTHORS)",
+        license: "MPL-2.0",
+    },
+    Embedded {
+        files: "gateway/web/vendor/novnc/core/crypto/des.js",
+        copyright: "1996 Jef Poskanzer; 1996 Widget Workshop, Inc.; 1999 AT&T Laboratories Cambridge",
+        license: "noVNC-des",
+    },
+    Embedded {
+        files: "gateway/web/vendor/novnc/vendor/pako/*",
+        copyright: "2014-2016 Vitaly Puzrin; 1995-2013 Jean-loup Gailly and Mark Adler (zlib, which pako ports)",
+        license: "MIT AND Zlib",
+    },
+    Embedded {
+        files: "gateway/web/vendor/xterm/*",
+        copyright: "2017-2019 The xterm.js authors (@xterm/xterm 6.0.0); 2014-2016 SourceLair Private Company; 2012-2013 Christopher Jeffrey",
+        license: "MIT",
+    },
+];
+
 /// The copyright file in the tree differs from what the inventory gives.
 #[derive(Debug, thiserror::Error)]
 #[error("{path} is not up to date with the crates linked in (first difference at line {line})")]
@@ -126,6 +163,19 @@ pub fn render(crates: &[Crate]) -> String {
             out.push_str(&format!("\n {} {}: {}", c.name, c.version, authors));
         }
         out.push_str(&format!("\nLicense: {license}\n"));
+    }
+
+    // the browser console's libraries, embedded in virtgated
+    for e in EMBEDDED {
+        out.push_str(&format!(
+            "\nFiles: {}\nCopyright: {}\nLicense: {}\n",
+            e.files,
+            e.copyright,
+            dep5_expr(e.license)
+        ));
+        if let Some(expr) = spdx::parse(e.license) {
+            spdx::identifiers(&expr, &mut named);
+        }
     }
 
     for spdx_id in &named {
@@ -255,6 +305,16 @@ pub mod texts {
             text: Text::Full(include_str!("../licenses/Zlib.txt")),
         },
         License {
+            spdx: "MPL-2.0",
+            dep5: "MPL-2.0",
+            text: Text::Common("MPL-2.0"),
+        },
+        License {
+            spdx: "noVNC-des",
+            dep5: "noVNC-des",
+            text: Text::Full(include_str!("../licenses/noVNC-des.txt")),
+        },
+        License {
             spdx: "0BSD",
             dep5: "0BSD",
             text: Text::Full(include_str!("../licenses/0BSD.txt")),
@@ -319,5 +379,19 @@ mod tests {
         assert!(text.contains("\nLicense: Expat\n Permission is hereby granted"));
         assert!(text.contains("libvirt.so.0 (libvirt0): LGPL-2.1+"));
         assert!(!text.contains("TEXT MISSING"));
+        // the browser console's libraries, with their licences in full or by reference
+        assert!(
+            text.contains("\nFiles: gateway/web/vendor/novnc/*\n"),
+            "{text}"
+        );
+        assert!(text.contains("License: Expat and Zlib\n"), "{text}");
+        assert!(
+            text.contains("\nLicense: MPL-2.0\n On Debian systems"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nLicense: noVNC-des\n This DES class"),
+            "{text}"
+        );
     }
 }
