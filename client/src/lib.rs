@@ -152,9 +152,10 @@ fn run_remote(global: &cli::GlobalArgs, command: RemoteCommand, env: &Env) -> Re
         .map_err(Error::Runtime)?;
     let profile = settings.profile.clone();
     let keepalive = settings.keepalive;
+    let url = settings.url.clone();
     let result = runtime.block_on(async move {
         let session = Session::connect(&transport, keepalive).await?;
-        cmd::run(command, session, profile.as_deref()).await
+        cmd::run(command, session, profile.as_deref(), &url).await
     });
     // Do not wait for tunnels or the connection task: the command is over. (Not even for a
     // clean GOAWAY: it would reset the tunnel streams first, which the gateway reads as a

@@ -211,6 +211,16 @@ impl AuditLog {
         }
     }
 
+    /// Record a browser login step of this identity (`web_ticket` issued, `web_login` a
+    /// ticket traded for a session, `web_logout`): decision `allow`, with `outcome`.
+    pub fn web(&self, id: &Identity, action: &str, outcome: &str) {
+        if self.file.is_some() {
+            let mut r = Record::of(id, action, None, None);
+            r.outcome = Some(outcome);
+            self.write(&r);
+        }
+    }
+
     /// Record what the gateway itself did (`reload`), as user `virtgated`.
     pub fn system(&self, action: &str, outcome: &str) {
         if self.file.is_some() {

@@ -254,7 +254,7 @@ pub fn check_files(config: &Config) -> Result<(), Error> {
 pub fn check(config: &Config) -> Result<(), Error> {
     check_files(config)?;
     if let Some(t) = &config.tls {
-        authn::tls::server_config(t, config.kerberos.is_some())?;
+        authn::tls::server_config(t, config.kerberos.is_some() || config.web.ticket_login)?;
     }
     if let Some(k) = &config.kerberos {
         authn::kerberos::Acceptor::from_config(k)?;
@@ -334,9 +334,13 @@ pub async fn run(
         backend.shutdown().await;
         return Err(e);
     }
+    let registry = Arc::new(sessions::Registry::default());
+    registry
+        .web
+        .configure(&config.web, config.kerberos.is_some());
     let state = Arc::new(api::State {
         live: Arc::new(live::LiveCell::new(live)),
-        registry: Arc::new(sessions::Registry::default()),
+        registry,
         backend: backend.clone(),
         metrics: Arc::new(metrics::Metrics::default()),
         tracker: TaskTracker::new(),

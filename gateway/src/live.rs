@@ -53,7 +53,7 @@ impl Live {
     pub fn build(config: &Config, generation: u64) -> Result<Live, Error> {
         let (tls, verifier, crl_next_update) = match &config.tls {
             Some(t) if !config.listen.tcp.is_empty() => {
-                let s = tls::server_tls(t, config.kerberos.is_some())?;
+                let s = tls::server_tls(t, config.kerberos.is_some() || config.web.ticket_login)?;
                 (
                     Some(TlsAcceptor::from(s.config)),
                     Some(s.verifier),

@@ -290,6 +290,10 @@ impl Task {
             .crl_next_update
             .store(live.crl_timestamp(), Relaxed);
         self.state.live.swap(live);
+        self.state
+            .registry
+            .web
+            .configure(&new.web, new.kerberos.is_some());
         let live = self.state.live.get();
         let closed = self.state.registry.reevaluate(&live);
         let mut summary = format!(

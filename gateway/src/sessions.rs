@@ -56,6 +56,8 @@ pub struct Registry {
     conns: Mutex<HashMap<u64, Conn>>,
     /// By id.
     streams: Mutex<HashMap<u64, Stream>>,
+    /// Browser tickets and session cookies: re-checked with the connections.
+    pub web: crate::web::session::Store,
 }
 
 /// A registered connection: its id, and the token that closes it. Unregisters on drop.
@@ -160,6 +162,12 @@ impl Registry {
         }
     }
 
+    /// The client certificate chain of connection `conn` (a browser ticket keeps it, so a
+    /// reload can end the session when the certificate is revoked).
+    pub fn certs(&self, conn: u64) -> Option<Vec<CertificateDer<'static>>> {
+        lock(&self.conns).get(&conn).and_then(|c| c.certs.clone())
+    }
+
     /// How many connections and streams are registered (metrics, tests).
     pub fn counts(&self) -> (usize, usize) {
         (lock(&self.conns).len(), lock(&self.streams).len())
@@ -213,6 +221,7 @@ impl Registry {
                 closed.streams += 1;
             }
         }
+        self.web.reevaluate(live);
         closed
     }
 }

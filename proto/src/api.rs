@@ -35,6 +35,28 @@ impl std::fmt::Display for AuthMethod {
     }
 }
 
+/// `POST /v1/web/ticket`: a one-time browser login ticket (`virtgate web`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebTicket {
+    /// The ticket: 32 random bytes, base64url; works once.
+    pub ticket: String,
+    /// Seconds it stays valid.
+    pub expires_in_s: u64,
+    /// Where a browser trades it for a session cookie: `/ui/login?ticket=...` (the client
+    /// adds `https://HOST:PORT` and `&next=/ui/...`).
+    pub login_path: String,
+}
+
+/// `GET /v1/web/session`: who the page acts as, and the token its POSTs carry in
+/// `X-Virtgate-CSRF`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSession {
+    /// The user name.
+    pub user: String,
+    /// The CSRF token.
+    pub csrf: String,
+}
+
 /// `GET /v1/whoami`: the identity as the gateway sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhoAmI {

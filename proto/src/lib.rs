@@ -16,7 +16,9 @@ pub mod path;
 pub mod problem;
 pub mod tuning;
 
-pub use api::{AuthMethod, ConsoleKind, Domain, DomainList, DomainState, WhoAmI};
+pub use api::{
+    AuthMethod, ConsoleKind, Domain, DomainList, DomainState, WebSession, WebTicket, WhoAmI,
+};
 pub use lifecycle::{
     Action, ActionResult, Event, EventKind, Outcome, ShutdownRequest, EVENTS_CONTENT_TYPE,
 };

@@ -75,6 +75,10 @@ pub enum ApiPath {
     Events,
     /// `/v1/metrics`: counters in the Prometheus text format.
     Metrics,
+    /// `/v1/web/ticket`: a one-time browser login ticket (`virtgate web`).
+    WebTicket,
+    /// `/v1/web/session`: the current browser identity and its CSRF token.
+    WebSession,
 }
 
 /// Why a path is not part of the API.
@@ -139,6 +143,8 @@ impl ApiPath {
             ApiPath::Tunnel { domain: None, .. } => "/v1/libvirt".into(),
             ApiPath::Events => "/v1/events".into(),
             ApiPath::Metrics => "/v1/metrics".into(),
+            ApiPath::WebTicket => "/v1/web/ticket".into(),
+            ApiPath::WebSession => "/v1/web/session".into(),
         }
     }
 
@@ -159,6 +165,8 @@ impl ApiPath {
             ["domains"] => Ok(ApiPath::Domains),
             ["events"] => Ok(ApiPath::Events),
             ["metrics"] => Ok(ApiPath::Metrics),
+            ["web", "ticket"] => Ok(ApiPath::WebTicket),
+            ["web", "session"] => Ok(ApiPath::WebSession),
             ["libvirt"] if connect => Ok(ApiPath::Tunnel {
                 domain: None,
                 kind: TunnelKind::Libvirt { read_only },
@@ -251,6 +259,17 @@ mod tests {
             kind: TunnelKind::Spice,
         };
         assert_eq!(ApiPath::parse(&spice.to_path(), None, true).unwrap(), spice);
+    }
+
+    #[test]
+    fn web_paths_round_trip() {
+        for p in [ApiPath::WebTicket, ApiPath::WebSession] {
+            assert_eq!(ApiPath::parse(&p.to_path(), None, false).unwrap(), p);
+        }
+        assert_eq!(ApiPath::WebTicket.to_path(), "/v1/web/ticket");
+        assert_eq!(ApiPath::WebSession.to_path(), "/v1/web/session");
+        assert!(ApiPath::parse("/v1/web", None, false).is_err());
+        assert!(ApiPath::parse("/v1/web/nope", None, false).is_err());
     }
 
     #[test]

@@ -147,6 +147,20 @@ pub enum RemoteCommand {
         #[arg(long)]
         ro: bool,
     },
+    /// Open the browser console logged in as you (a one-time link); prints the link first
+    ///
+    /// The link works once, within a minute; the browser keeps a session cookie for 8 h (or
+    /// until logout or a gateway restart). Opens it with $BROWSER or xdg-open.
+    Web {
+        /// Domain whose console to open (the domain list without one)
+        domain: Option<String>,
+        /// Only print the link
+        #[arg(long)]
+        print: bool,
+        /// The serial console instead of the screen
+        #[arg(long, requires = "domain")]
+        serial: bool,
+    },
 }
 
 /// `IP:PORT`, `[v6]:PORT`, or a bare IP (port 0).

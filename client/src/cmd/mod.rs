@@ -13,6 +13,7 @@ pub mod profile;
 pub mod relay;
 pub mod screenshot;
 pub mod viewer;
+pub mod web;
 
 use std::io::Write;
 
@@ -24,7 +25,12 @@ use crate::session::Session;
 
 /// Run one command on a session; `profile` is the profile in use (`None` with a bare
 /// `--url`), for names of local files.
-pub async fn run(command: Command, session: Session, profile: Option<&str>) -> Result<(), Error> {
+pub async fn run(
+    command: Command,
+    session: Session,
+    profile: Option<&str>,
+    url: &crate::url::GatewayUrl,
+) -> Result<(), Error> {
     let shutdown = ShutdownRequest::default();
     match command {
         Command::Whoami { json } => domains::whoami(&session, json).await,
@@ -82,6 +88,11 @@ pub async fn run(command: Command, session: Session, profile: Option<&str>) -> R
         Command::Events { json } => events::run(&session, json).await,
         Command::Console { domain } => console::run(&session, &domain).await,
         Command::Libvirt { socket, ro } => libvirt::run(&session, socket, ro, profile).await,
+        Command::Web {
+            domain,
+            print,
+            serial,
+        } => web::run(&session, url, &web::Page::of(domain, serial), print).await,
     }
 }
 

@@ -246,9 +246,18 @@ pub async fn handle(
     state.metrics.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let (result, mutual) = match auth.identity(&state, req.headers()).await {
-        Ok((id, mutual)) => (route(&state, &id, &conn, &mut req).await, mutual),
-        Err(e) => (Err(e), None),
+    // a browser session's cookie counts on a connection without an identity of its own;
+    // `/ui/login` needs none (its ticket is one); unsafe browser requests pass the CSRF rule
+    let (result, mutual) = if path == "/ui/login" {
+        (Ok(crate::web::session::login_page(&state, &req)), None)
+    } else {
+        match crate::web::session::identity(&state, &auth, &mut req).await {
+            Ok((id, mutual)) => match crate::web::session::check_unsafe(&state, &id, &req) {
+                Ok(()) => (route(&state, &id, &conn, &mut req).await, mutual),
+                Err(e) => (Err(e), mutual),
+            },
+            Err(e) => (Err(e), None),
+        }
     };
     let mut resp = match result {
         Ok(r) => r,
@@ -344,6 +353,8 @@ async fn route(
             get_only("use GET (`virtgate events`)")?;
             events::handle(state, id, conn).await
         }
+        ApiPath::WebTicket => crate::web::session::ticket(state, id, conn, req).await,
+        ApiPath::WebSession => crate::web::session::session_info(state, id, req).await,
         ApiPath::Metrics => {
             get_only("use GET")?;
             let mut r = Response::new(error::full(state.metrics.render()));

@@ -11,7 +11,7 @@
 //! refused token answers 401 `kerberos-failed`; after [`MAX_FAILURES`] the connection is
 //! closed, and one that has not logged in within the handshake timeout is closed too.
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -45,8 +45,8 @@ pub enum ConnAuth {
 /// A certificate-less TLS connection's Negotiate state, shared by all its requests.
 #[derive(Debug)]
 pub struct Pending {
-    /// The gateway's acceptor.
-    acceptor: Arc<Acceptor>,
+    /// The gateway's acceptor; none without `[kerberos]` (a browser with a session cookie).
+    acceptor: Option<Arc<Acceptor>>,
     /// `ip:port`, for the identity and the log.
     peer: String,
     /// Set once, when a context completes; from then on the connection's identity.
@@ -56,6 +56,9 @@ pub struct Pending {
     ctx: tokio::sync::Mutex<Option<ServerCtx>>,
     /// Refused tokens so far.
     failures: AtomicU32,
+    /// Set once a request carried a valid session cookie: the connection is a browser's,
+    /// logged in per request, and is not closed for want of a Kerberos login.
+    web: AtomicBool,
     /// Fired to close the connection (too many failures).
     close: CancellationToken,
 }
@@ -107,13 +110,14 @@ pub fn negotiate_header(token: &[u8]) -> Option<HeaderValue> {
 
 impl ConnAuth {
     /// A connection that must log in with Negotiate.
-    pub fn pending(acceptor: Arc<Acceptor>, peer: String) -> ConnAuth {
+    pub fn pending(acceptor: Option<Arc<Acceptor>>, peer: String) -> ConnAuth {
         ConnAuth::Pending(Arc::new(Pending {
             acceptor,
             peer,
             identity: OnceLock::new(),
             ctx: tokio::sync::Mutex::new(None),
             failures: AtomicU32::new(0),
+            web: AtomicBool::new(false),
             close: CancellationToken::new(),
         }))
     }
@@ -132,6 +136,23 @@ impl ConnAuth {
         }
     }
 
+    /// The identity the connection itself carries (certificate, unix peer, a completed
+    /// Kerberos login), if any: it wins over a session cookie.
+    pub fn bound(&self) -> Option<Arc<Identity>> {
+        match self {
+            ConnAuth::Known(id) => Some(id.clone()),
+            ConnAuth::Pending(p) => p.identity.get().cloned(),
+        }
+    }
+
+    /// A request of this connection carried a valid session cookie (keeps a certificate-less
+    /// connection open past the login deadline).
+    pub fn note_session(&self) {
+        if let ConnAuth::Pending(p) = self {
+            p.web.store(true, Relaxed);
+        }
+    }
+
     /// Resolves when the connection must close: too many refused tokens, or no login within
     /// `deadline`. Never resolves for connections authenticated otherwise.
     pub async fn must_close(&self, deadline: Duration) {
@@ -141,7 +162,7 @@ impl ConnAuth {
         tokio::select! {
             _ = p.close.cancelled() => {}
             _ = tokio::time::sleep(deadline) => {
-                if p.identity.get().is_some() {
+                if p.identity.get().is_some() || p.web.load(Relaxed) {
                     return std::future::pending().await;
                 }
                 tracing::info!(peer = %p.peer, timeout_s = deadline.as_secs(), "no Kerberos login in time; closing");
@@ -164,6 +185,9 @@ impl Pending {
         if let Some(id) = self.identity.get() {
             return Ok((id.clone(), None));
         }
+        let Some(acceptor) = self.acceptor.clone() else {
+            return Err(crate::web::session::login_required());
+        };
         let token = match negotiate_token(headers) {
             None => return Err(error::authentication_required()),
             Some(Ok(t)) => t,
@@ -172,12 +196,10 @@ impl Pending {
                 return Err(self.refuse(state, e.to_string(), "", RETRY));
             }
         };
-        let mut ctx = ctx_slot
-            .take()
-            .unwrap_or_else(|| self.acceptor.new_context());
-        let acceptor = self.acceptor.clone();
+        let mut ctx = ctx_slot.take().unwrap_or_else(|| acceptor.new_context());
+        let stepper = acceptor.clone();
         let stepped = tokio::task::spawn_blocking(move || {
-            let step = acceptor.step(&mut ctx, &token);
+            let step = stepper.step(&mut ctx, &token);
             (ctx, step)
         })
         .await;
@@ -195,7 +217,7 @@ impl Pending {
         };
         match step {
             Step::Complete { principal, token } => {
-                let user = self.acceptor.user_for(&principal);
+                let user = acceptor.user_for(&principal);
                 let id = Arc::new(Identity {
                     groups: crate::authn::groups::groups_for_user(&user),
                     user,

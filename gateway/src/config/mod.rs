@@ -47,6 +47,34 @@ pub struct Config {
     /// Bounds on what one peer may hold, and timeouts.
     #[serde(default)]
     pub limits: Limits,
+    /// Browser logins: one-time `virtgate web` tickets and session cookies.
+    #[serde(default)]
+    pub web: Web,
+}
+
+/// `[web]`: browser logins with a one-time ticket (`virtgate web`) and a session cookie.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// Let browsers connect over TLS without a client certificate (off by default; always
+    /// possible with `[kerberos]`). Such a connection can do nothing but trade a
+    /// `virtgate web` ticket for a session cookie and then act as that cookie's user;
+    /// without a valid cookie (or a Kerberos login) every call answers 401.
+    pub ticket_login: bool,
+    /// Seconds a `virtgate web` ticket stays valid (default 60); tests shorten it.
+    pub ticket_lifetime_s: u64,
+    /// Seconds a browser session lasts after its login (default 28800, 8 h).
+    pub session_lifetime_s: u64,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            ticket_login: false,
+            ticket_lifetime_s: 60,
+            session_lifetime_s: 8 * 3600,
+        }
+    }
 }
 
 /// `[listen]`: the gateway's sockets.

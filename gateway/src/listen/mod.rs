@@ -203,13 +203,11 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
             tracing::info!(method = %identity.method, alpn = %alpn, "authenticated");
             ConnAuth::Known(Arc::new(identity))
         }
-        // Only possible with [kerberos]: the verifier then lets certificate-less clients in.
-        Err(tls::CertIdentityError::NoCertificate) if live.kerberos.is_some() => {
-            let Some(acceptor) = live.kerberos.clone() else {
-                return;
-            };
-            tracing::debug!(alpn = %alpn, "no client certificate; waiting for a Kerberos login");
-            ConnAuth::pending(acceptor, peer.to_string())
+        // Only possible with [kerberos] or [web] ticket_login: the verifier then lets
+        // certificate-less clients in (to log in with Negotiate, or carry a session cookie).
+        Err(tls::CertIdentityError::NoCertificate) => {
+            tracing::debug!(alpn = %alpn, "no client certificate; waiting for a Kerberos login or a session cookie");
+            ConnAuth::pending(live.kerberos.clone(), peer.to_string())
         }
         Err(e) => {
             tracing::warn!(reason = %e, "client certificate gives no identity; closing");

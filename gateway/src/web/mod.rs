@@ -10,6 +10,9 @@
 
 pub mod assets;
 pub mod pages;
+// C (browser sessions): tickets, cookies, CSRF; `/ui/login` is answered before the identity
+// is resolved (api::handle), `/ui/logout` in dispatch below.
+pub mod session;
 
 use std::sync::Arc;
 
@@ -68,6 +71,9 @@ async fn dispatch(
     // `/ui/login` (GET, a ticket for a cookie) and `/ui/logout` (POST) belong to the browser
     // sessions (session.rs) and take their own methods: add their arms here, before the
     // GET-only check below.
+    if path == "/ui/logout" {
+        return session::logout(state, id, req).await;
+    }
     if method != Method::GET && method != Method::HEAD {
         return Err(error::method_not_allowed(
             &method,

@@ -28,6 +28,7 @@ mod ssh;
 mod supervise;
 mod vnc;
 mod webpages;
+mod websession;
 
 /// Shared set-up of the API tests: a CA, a QEMU domain `web1` and a gateway granting
 /// `alice` operator on `web*`.
