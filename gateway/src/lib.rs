@@ -27,6 +27,8 @@
 //!             pages.rs (domain list, noVNC and xterm.js pages), assets.rs (every file
 //!             under gateway/web/, vendored noVNC and xterm.js included, embedded by
 //!             build.rs; ETag, 304)
+//!             session.rs (one-time `virtgate web` tickets → session cookies, in memory,
+//!             re-checked on reload), csrf.rs (the CSRF token and the Origin/token rule)
 //!   authz/    pure: Identity × domain × Action → Decision (rules, roles, globs)
 //!   backend/  trait Hypervisor; qemu.rs (QMP state and lifecycle, unix consoles;
 //!             qemu/screenshot.rs private screendump file), qmp.rs (client),

@@ -271,10 +271,6 @@ pub async fn handle(
     }
     resp.headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
-    if crate::web::is_web(&path) {
-        // the browser console's policy on every answer there, refusals (401) included
-        crate::web::secure(&mut resp);
-    }
     Ok(resp)
 }
 

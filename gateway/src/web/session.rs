@@ -16,26 +16,22 @@
 //! ([`ConnAuth::Pending`]): a certificate (or a Kerberos login) on the connection wins. The
 //! connection is never bound to the cookie's identity; each request is looked up again.
 //!
-//! CSRF ([`check_unsafe`]): an unsafe request (POST, WebSocket upgrade) that carries an
-//! `Origin` header or a session cookie must come from the gateway's own origin
-//! (`https://` + Host/:authority); a POST must also carry `X-Virtgate-CSRF`, an HMAC of the
-//! session id (or `cert:USER` for a certificate identity) under a per-process key
-//! ([`GET /v1/web/session`](session_info) gives it to the page). Requests without `Origin`
-//! and cookie (the CLI, curl) are not affected.
+//! CSRF is [`csrf`](super::csrf): the token of `GET /v1/web/session` (an HMAC of the
+//! session id) and the Origin/token rule every unsafe request passes (re-exported here:
+//! [`check_unsafe`], [`session_info`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use ring::hmac;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
-use virtgate_proto::{AuthMethod, Problem, WebSession, WebTicket};
+use virtgate_proto::{Problem, WebTicket};
 
 use crate::api::error::{self, ApiError};
 use crate::api::{Body, ConnAuth, ConnCtx, State};
@@ -45,9 +41,6 @@ use crate::live::Live;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "virtgate_session";
-
-/// The header a browser POST carries its CSRF token in.
-pub const CSRF_HEADER: &str = "x-virtgate-csrf";
 
 /// Where a login goes when `next` is missing or not a page of the gateway.
 const DEFAULT_NEXT: &str = "/ui/";
@@ -98,8 +91,8 @@ pub struct Store {
     tickets: Mutex<HashMap<String, Entry>>,
     /// By session id (the cookie's value).
     sessions: Mutex<HashMap<String, Entry>>,
-    /// The per-process CSRF key, made on first use.
-    key: OnceLock<hmac::Key>,
+    /// The per-process CSRF key.
+    pub csrf: super::csrf::Key,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,6 +113,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone)]
 pub struct Via(pub String);
 
+pub use super::csrf::{check_unsafe, session_info};
+
 /// 32 random bytes, base64url.
 fn random_token() -> Result<String, ApiError> {
     let mut bytes = [0u8; 32];
@@ -129,7 +124,7 @@ fn random_token() -> Result<String, ApiError> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn internal(detail: &str) -> ApiError {
+pub(super) fn internal(detail: &str) -> ApiError {
     tracing::error!(detail, "browser session failure");
     Problem::new(500, "internal", "internal error")
         .detail(detail)
@@ -245,29 +240,6 @@ impl Store {
         }
         ended
     }
-
-    fn key(&self) -> Result<&hmac::Key, ApiError> {
-        if let Some(k) = self.key.get() {
-            return Ok(k);
-        }
-        let k = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
-            .map_err(|_| internal("the system's random generator failed"))?;
-        Ok(self.key.get_or_init(|| k))
-    }
-
-    /// The CSRF token of `subject` (a session id, or `cert:USER`).
-    fn csrf(&self, subject: &str) -> Result<String, ApiError> {
-        let tag = hmac::sign(self.key()?, subject.as_bytes());
-        Ok(URL_SAFE_NO_PAD.encode(tag.as_ref()))
-    }
-
-    /// Whether `token` is the CSRF token of `subject` (constant time).
-    fn csrf_ok(&self, subject: &str, token: &str) -> Result<bool, ApiError> {
-        let Ok(tag) = URL_SAFE_NO_PAD.decode(token.trim()) else {
-            return Ok(false);
-        };
-        Ok(hmac::verify(self.key()?, subject.as_bytes(), &tag).is_ok())
-    }
 }
 
 /// The `virtgate_session` cookie of a request, if any.
@@ -281,17 +253,6 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
             let (k, v) = kv.trim().split_once('=')?;
             (k == COOKIE && !v.is_empty()).then_some(v)
         })
-}
-
-/// What a request's CSRF token is made from: its session, or its other identity.
-fn csrf_subject(id: &Identity, req: &Request<Incoming>) -> String {
-    match req.extensions().get::<Via>() {
-        Some(Via(sid)) => sid.clone(),
-        None => match id.method {
-            AuthMethod::Certificate => format!("cert:{}", id.user),
-            m => format!("{}:{}", m.as_str(), id.user),
-        },
-    }
 }
 
 /// The identity for a request: the connection's own (certificate, unix peer, Kerberos
@@ -335,85 +296,6 @@ fn session_unknown() -> ApiError {
         .detail("the session cookie is not one of this gateway's live sessions: it expired, was logged out or revoked, or comes from before a gateway restart")
         .hint(AGAIN)
         .into()
-}
-
-/// A refused unsafe request from a browser.
-fn csrf(detail: String, hint: &str) -> ApiError {
-    Problem::new(403, "csrf", "cross-site request refused")
-        .detail(detail)
-        .hint(hint)
-        .into()
-}
-
-/// Whether a request asks for a WebSocket (HTTP/1.1 Upgrade or RFC 8441 CONNECT).
-fn is_websocket(req: &Request<Incoming>) -> bool {
-    let upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let connect = req
-        .extensions()
-        .get::<hyper::ext::Protocol>()
-        .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
-    upgrade || connect
-}
-
-/// `https://` + the request's :authority (HTTP/2) or Host (HTTP/1.1).
-pub fn own_origin(req: &Request<Incoming>) -> Option<String> {
-    let host = match req.uri().authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?.to_owned(),
-    };
-    Some(format!("https://{host}"))
-}
-
-/// The CSRF rule for every request (see the module doc); safe methods pass.
-pub fn check_unsafe(state: &State, id: &Identity, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let websocket = is_websocket(req);
-    if req.method() != Method::POST && !websocket {
-        return Ok(());
-    }
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let with_cookie = cookie(req.headers()).is_some();
-    if origin.is_none() && !with_cookie {
-        return Ok(());
-    }
-    let own = own_origin(req).unwrap_or_default();
-    match origin {
-        Some(o) if o == own => {}
-        Some(o) => {
-            return Err(csrf(
-                format!("the request comes from the page of {o}, not from this gateway ({own})"),
-                "use the gateway's own pages (open them with `virtgate web`); other sites may not act in your name",
-            ))
-        }
-        None => {
-            return Err(csrf(
-                "a request with a session cookie carries no Origin header".into(),
-                "use the gateway's pages in a current browser; scripts and the CLI send no cookie",
-            ))
-        }
-    }
-    if websocket || req.uri().path() == "/ui/logout" {
-        // a WebSocket needs only its origin; logout checks its form field itself
-        return Ok(());
-    }
-    let subject = csrf_subject(id, req);
-    match req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
-        None => Err(csrf(
-            format!("{} {} carries no {CSRF_HEADER} header", req.method(), req.uri().path()),
-            "the pages send the token of GET /v1/web/session; reload the page",
-        )),
-        Some(t) if state.registry.web.csrf_ok(&subject, t)? => Ok(()),
-        Some(_) => Err(csrf(
-            format!("the {CSRF_HEADER} header of {} {} is not this session's token", req.method(), req.uri().path()),
-            "the pages send the token of GET /v1/web/session; reload the page (a session from before a restart or logout needs a new `virtgate web`)",
-        )),
-    }
 }
 
 /// A 200 with a JSON body and no caching.
@@ -467,26 +349,6 @@ pub async fn ticket(
         login_path: format!("/ui/login?ticket={ticket}"),
         ticket,
         expires_in_s,
-    }))
-}
-
-/// `GET /v1/web/session`: the current identity and its CSRF token.
-pub async fn session_info(
-    state: &State,
-    id: &Identity,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(error::method_not_allowed(
-            req.method(),
-            req.uri().path(),
-            &[Method::GET, Method::HEAD],
-            "use GET",
-        ));
-    }
-    Ok(json(&WebSession {
-        user: id.user.clone(),
-        csrf: state.registry.web.csrf(&csrf_subject(id, req))?,
     }))
 }
 
@@ -605,7 +467,11 @@ pub async fn logout(
     let Some(Via(sid)) = req.extensions().get::<Via>().cloned() else {
         return Err(bad_logout("this request carries no browser session"));
     };
-    let token = match req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
+    let token = match req
+        .headers()
+        .get(super::csrf::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(t) => Some(t.to_owned()),
         None => {
             let body = Limited::new(req.body_mut(), MAX_FORM)
@@ -618,11 +484,11 @@ pub async fn logout(
     };
     let store = &state.registry.web;
     let ok = match token {
-        Some(t) => store.csrf_ok(&sid, &t)?,
+        Some(t) => store.csrf.ok(&sid, &t)?,
         None => false,
     };
     if !ok {
-        return Err(csrf(
+        return Err(super::csrf::refused(
             "the logout carries no valid CSRF token".into(),
             "log out with the page's button (it sends the token of GET /v1/web/session)",
         ));
@@ -648,6 +514,7 @@ fn bad_logout(detail: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtgate_proto::AuthMethod;
 
     fn alice() -> Arc<Identity> {
         Arc::new(Identity {
@@ -684,16 +551,6 @@ mod tests {
         s.configure(&web, false);
         let (t, _) = s.issue(alice(), None).unwrap();
         assert!(s.login(&t).unwrap().is_none());
-    }
-
-    #[test]
-    fn csrf_tokens_are_bound_to_their_subject() {
-        let s = Store::default();
-        let t = s.csrf("session-a").unwrap();
-        assert!(s.csrf_ok("session-a", &t).unwrap());
-        assert!(!s.csrf_ok("session-b", &t).unwrap());
-        assert!(!s.csrf_ok("session-a", "forged").unwrap());
-        assert!(!s.csrf_ok("session-a", "").unwrap());
     }
 
     #[test]
