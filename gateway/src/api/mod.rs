@@ -271,6 +271,10 @@ pub async fn handle(
     }
     resp.headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+    if crate::web::is_web(&path) {
+        // the browser console's policy on every answer there, refusals (401) included
+        crate::web::secure(&mut resp);
+    }
     Ok(resp)
 }
 

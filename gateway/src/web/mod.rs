@@ -4,7 +4,8 @@
 //! identity already resolved exactly as for the API (a client certificate, a Kerberos
 //! login; no identity is a 401 before this is reached). The pages ([`pages`]) are plain
 //! HTML whose scripts ([`assets`], embedded) call the JSON API and open the consoles'
-//! WebSockets under `/v1/`. Every answer here, refusals included, carries [`SECURITY_HEADERS`]:
+//! WebSockets under `/v1/`. Every answer for these paths, refusals included, carries
+//! [`SECURITY_HEADERS`] (set by [`secure`] in `api::handle`):
 //! a strict Content-Security-Policy (only this origin's scripts, styles and sockets, no
 //! framing), `nosniff` and no referrer.
 
@@ -13,7 +14,7 @@ pub mod assets;
 pub mod csrf;
 pub mod pages;
 // C (browser sessions): tickets, cookies, CSRF; `/ui/login` is answered before the identity
-// is resolved (api::handle), `/ui/logout` in dispatch below.
+// is resolved (api::handle), `/ui/logout` in route below.
 pub mod session;
 
 use std::sync::Arc;
@@ -42,37 +43,27 @@ pub fn is_web(path: &str) -> bool {
     path == "/" || path == "/ui" || path.starts_with("/ui/")
 }
 
-/// Answer a request for `/` or `/ui/…` (see [`is_web`]). A refusal is answered here too
-/// (problem+json, logged like the API's), so that it carries the security headers.
-pub async fn route(
-    state: &Arc<State>,
-    id: &Identity,
-    req: &mut Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let mut resp = match dispatch(state, id, req).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::info!(method = %req.method(), path = %req.uri().path(), status = e.problem.status, kind = e.problem.kind_name(), "request refused");
-            e.into_response()
-        }
-    };
+/// Set [`SECURITY_HEADERS`] on an answer (`api::handle` does it for every request
+/// [`is_web`] accepts, refusals included).
+pub fn secure<B>(resp: &mut Response<B>) {
     for (name, value) in SECURITY_HEADERS {
         resp.headers_mut()
             .insert(name, HeaderValue::from_static(value));
     }
-    Ok(resp)
 }
 
-async fn dispatch(
+/// Answer a request for `/` or `/ui/…` (see [`is_web`]); the caller adds [`secure`]'s
+/// headers.
+pub async fn route(
     state: &Arc<State>,
     id: &Identity,
     req: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    // `/ui/login` (GET, a ticket for a cookie) and `/ui/logout` (POST) belong to the browser
-    // sessions (session.rs) and take their own methods: add their arms here, before the
-    // GET-only check below.
+    // `/ui/logout` (POST) belongs to the browser sessions (session.rs) and takes its own
+    // method, so it comes before the GET-only check below (`/ui/login` needs no identity:
+    // api::handle answers it before this is reached).
     if path == "/ui/logout" {
         return session::logout(state, id, req).await;
     }

@@ -275,25 +275,62 @@ fn pages_and_their_assets_are_served_with_a_strict_policy() {
     assert!(post.header("allow").contains("GET"));
 }
 
+/// `curl` without a client certificate: (exit code, `%{http_code}`).
+fn bare(w: &World, path: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&w.pki.ca_pem)
+        .args(extra)
+        .arg(format!("{}{path}", w.gateway.https(0)))
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e} (run scripts/setup.sh)"));
+    (out.status.code(), text(&out).0)
+}
+
 #[test]
 fn pages_are_refused_without_a_certificate_like_the_api() {
+    // certificates required: the TLS handshake itself fails, for pages as for the API
     let w = World::start(|g| g);
-    let bare = |path: &str| {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(&w.pki.ca_pem)
-            .arg(format!("{}{path}", w.gateway.https(0)))
-            .output()
-            .unwrap_or_else(|e| panic!("curl: {e} (run scripts/setup.sh)"));
-        (out.status.code(), text(&out).0)
-    };
-    let api = bare("/v1/whoami");
+    let code = ["-o", "/dev/null", "-w", "%{http_code}"];
+    let api = bare(&w, "/v1/whoami", &code);
     assert_ne!(
         api.0,
         Some(0),
         "the API must refuse a client without certificate"
     );
     for path in ["/", "/ui/", "/ui/assets/novnc/core/rfb.js", "/ui/vnc/web1"] {
-        assert_eq!(bare(path), api, "{path} must be refused like /v1/whoami");
+        assert_eq!(
+            bare(&w, path, &code),
+            api,
+            "{path} must be refused like /v1/whoami"
+        );
+    }
+    drop(w);
+
+    // certificate-less TLS allowed (browser tickets): 401 + Negotiate, like the API, and
+    // the page's refusal still carries the policy
+    let w = World::start(|g| g.extra("[web]\nticket_login = true\n"));
+    for path in [
+        "/v1/whoami",
+        "/",
+        "/ui/",
+        "/ui/assets/novnc/core/rfb.js",
+        "/ui/serial/web1",
+    ] {
+        let (status, out) = bare(&w, path, &["-i"]);
+        assert_eq!(status, Some(0), "{path}: {out}");
+        let head = out.to_lowercase();
+        assert!(head.starts_with("http/2 401"), "{path}: {out}");
+        assert!(
+            head.contains("www-authenticate: negotiate"),
+            "{path}: {out}"
+        );
+        assert!(!out.contains("<html"), "{path} must not show a page: {out}");
+        if path != "/v1/whoami" {
+            assert!(
+                head.contains(&format!("content-security-policy: {}", CSP.to_lowercase())),
+                "{path}: {out}"
+            );
+        }
     }
 }
