@@ -55,6 +55,9 @@ pub struct WebSession {
     pub user: String,
     /// The CSRF token.
     pub csrf: String,
+    /// Whether the identity comes from a session cookie (`POST /ui/logout` ends it).
+    #[serde(default)]
+    pub session: bool,
 }
 
 /// `GET /v1/whoami`: the identity as the gateway sees it.

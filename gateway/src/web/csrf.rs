@@ -181,6 +181,7 @@ pub async fn session_info(
     Ok(json(&WebSession {
         user: id.user.clone(),
         csrf: state.registry.web.csrf.token(&csrf_subject(id, req))?,
+        session: req.extensions().get::<Via>().is_some(),
     }))
 }
 

@@ -150,6 +150,7 @@ fn csrf(w: &World, b: &Browser) -> String {
     assert_eq!(a.status, 200, "{a:?}");
     let v = a.json();
     assert_eq!(v["user"], "alice", "{v}");
+    assert_eq!(v["session"], true, "{v}");
     v["csrf"].as_str().expect("a token").to_owned()
 }
 
@@ -357,6 +358,16 @@ fn posts_need_the_gateway_origin_and_the_session_token() {
     assert_eq!(a.status, 403, "{a:?}");
     assert_eq!(a.problem().0, "urn:virtgate:csrf");
     assert_eq!(state(&w), "running");
+
+    // a certificate's token is another one, and it is no session
+    let out = curl(&w.alice, &w.pki.ca_pem, &url(&w, "/v1/web/session"), &[]);
+    let v: Value = serde_json::from_str(&text(&out).0).expect("JSON");
+    assert_eq!(
+        (&v["user"], &v["session"]),
+        (&"alice".into(), &false.into()),
+        "{v}"
+    );
+    assert_ne!(v["csrf"].as_str(), Some(token.as_str()));
 
     // the page's own request works
     let a = b.go(
