@@ -214,12 +214,40 @@ async function who() {
   }
 }
 
+/** End the browser session (its cookie, from a `virtgate web` login). */
+async function logout() {
+  const s = await webSession();
+  const resp = await fetch('/ui/logout', {
+    method: 'POST',
+    headers: s && s.csrf ? { 'X-Virtgate-CSRF': s.csrf } : {},
+    redirect: 'manual',
+    credentials: 'same-origin',
+  });
+  if (resp.type === 'opaqueredirect' || resp.ok) {
+    document.querySelector('main').replaceChildren();
+    setStatus(document.getElementById('who'), 'Logged out. Run `virtgate web` for a new login link.', 'ok');
+    document.getElementById('logout').hidden = true;
+    stopped = true;
+  } else {
+    setStatus(status, 'Log out failed: ' + await problemText(resp), 'error');
+  }
+}
+
+let stopped = false;
+
 async function loop() {
+  if (stopped) {
+    return;
+  }
   await refresh();
   await refreshScreens();
   setTimeout(loop, REFRESH_MS);
 }
 
+document.getElementById('logout').addEventListener('click', logout);
 who();
-webSession();
+// Log out only where there is something to end: a session cookie (`virtgate web`)
+webSession().then((s) => {
+  document.getElementById('logout').hidden = !(s && s.session === true);
+});
 loop();
