@@ -28,7 +28,9 @@
 //!             under gateway/web/, vendored noVNC and xterm.js included, embedded by
 //!             build.rs; ETag, 304)
 //!             session.rs (one-time `virtgate web` tickets → session cookies, in memory,
-//!             re-checked on reload), csrf.rs (the CSRF token and the Origin/token rule)
+//!             re-checked on reload), csrf.rs (the CSRF token and the Origin/token rule),
+//!             socket.rs (the VNC and serial consoles as WebSockets: HTTP/1.1 upgrade and
+//!             RFC 8441 CONNECT, authorized and registered like tunnel.rs's tunnels)
 //!   authz/    pure: Identity × domain × Action → Decision (rules, roles, globs)
 //!   backend/  trait Hypervisor; qemu.rs (QMP state and lifecycle, unix consoles;
 //!             qemu/screenshot.rs private screendump file), qmp.rs (client),

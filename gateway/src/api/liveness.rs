@@ -81,6 +81,11 @@ impl Liveness {
         )
     }
 
+    /// Whether the client speaks HTTP/2 (sent the preface).
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Relaxed)
+    }
+
     /// Resolves once an HTTP/2 client has sent nothing for `bound` (it would have answered a
     /// PING by then); never for HTTP/1.1.
     pub async fn dead(&self, bound: Duration) {

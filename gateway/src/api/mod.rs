@@ -224,6 +224,18 @@ where
             }
         }
     };
+    // An HTTP/1.1 connection upgraded to a WebSocket console (web::socket): hyper is done
+    // with it, the console is not. It stays registered (revocation, reload) until then.
+    if result.is_ok() && !live.is_h2() {
+        tokio::select! {
+            _ = live.idle(Duration::ZERO) => {}
+            _ = close.cancelled() => {
+                tracing::info!("closing the connection: its certificate is no longer accepted");
+                return;
+            }
+            _ = shutdown.force.cancelled() => return,
+        }
+    }
     match result {
         // hyper ended it (with an error or not) because the keepalive ran out
         _ if live.silent_for() >= keepalive.bound() => tracing::info!(
@@ -285,7 +297,9 @@ async fn route(
     req: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
-    let is_connect = method == Method::CONNECT;
+    // a browser's console WebSocket (HTTP/1.1 upgrade or RFC 8441 CONNECT): web::socket
+    let websocket = crate::web::socket::requested(req);
+    let is_connect = method == Method::CONNECT && websocket.is_none();
     if is_connect {
         match req.extensions().get::<hyper::ext::Protocol>() {
             Some(p) if p.as_str() == TUNNEL_PROTOCOL => {}
@@ -307,12 +321,16 @@ async fn route(
     if !is_connect && crate::web::is_web(&path) {
         return crate::web::route(state, id, req).await;
     }
-    let parsed = ApiPath::parse(&path, req.uri().query(), is_connect).map_err(|e| match e {
+    let tunnel_like = is_connect || websocket.is_some();
+    let parsed = ApiPath::parse(&path, req.uri().query(), tunnel_like).map_err(|e| match e {
         PathError::BadName(_) => {
             error::bad_request(e.to_string(), "domain names are percent-encoded UTF-8")
         }
         _ => error::not_found(&path),
     })?;
+    if let Some(handshake) = websocket {
+        return crate::web::socket::open(state, id, conn, req, parsed, handshake).await;
+    }
     let get_only = |hint: &str| -> Result<(), ApiError> {
         if method == Method::GET || method == Method::HEAD {
             Ok(())

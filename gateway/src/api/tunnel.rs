@@ -49,6 +49,30 @@ pub async fn open(
     name: &str,
     kind: TunnelKind,
 ) -> Result<Response<Body>, ApiError> {
+    let c = console(state, id, conn, name, kind).await?;
+    Ok(splice(state, req, c.backend, c.span, c.guard, kind))
+}
+
+/// A console the caller may open, opened on the backend and registered on its connection;
+/// what the byte tunnel and the browser's WebSocket ([`crate::web::socket`]) carry.
+pub(crate) struct Console {
+    /// The domain's console socket.
+    pub backend: BoxedStream,
+    /// The `tunnel` span its task runs in (id, domain, kind).
+    pub span: tracing::Span,
+    /// Closes it on reload/revocation and when its connection ends.
+    pub guard: Held,
+}
+
+/// Authorize `id` for console `kind` of domain `name`, open it on the backend and register
+/// it on the connection: the same checks, span and registration for every transport.
+pub(crate) async fn console(
+    state: &State,
+    id: &Identity,
+    conn: &ConnCtx,
+    name: &str,
+    kind: TunnelKind,
+) -> Result<Console, ApiError> {
     let (console, action) = match kind {
         TunnelKind::Vnc => (ConsoleKind::Vnc, Action::Vnc),
         TunnelKind::Serial => (ConsoleKind::Serial, Action::Serial),
@@ -76,7 +100,11 @@ pub async fn open(
         }
     };
     let guard = conn.hold(state, id, Some(name), action);
-    Ok(splice(state, req, backend, span, guard, kind))
+    Ok(Console {
+        backend,
+        span,
+        guard,
+    })
 }
 
 /// The action a libvirt tunnel (and its descriptors) needs.
@@ -260,8 +288,9 @@ fn splice(
 
 /// Answer 200 and, once hyper hands over the stream, run `carry` on it in a tracked task
 /// (until it returns the bytes carried up and down, the gateway stops hard, or a reload
-/// takes the right back: `guard`).
-fn run_tunnel<F, Fut>(
+/// takes the right back: `guard`). The caller may change the response (a WebSocket
+/// answers 101 on HTTP/1.1).
+pub(crate) fn run_tunnel<F, Fut>(
     state: &State,
     req: &mut Request<Incoming>,
     span: tracing::Span,
@@ -278,6 +307,9 @@ where
     let force = state.shutdown.force.clone();
     state.tracker.spawn(
         async move {
+            // the whole guard, its busy mark included: naming only `guard.guard` below
+            // would move just that field in, and the connection would look idle
+            let guard = guard;
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
                 Err(e) => {

@@ -13,6 +13,7 @@ pub mod assets;
 // C: the CSRF token and rule (browser sessions)
 pub mod csrf;
 pub mod pages;
+pub mod socket;
 // C (browser sessions): tickets, cookies, CSRF; `/ui/login` is answered before the identity
 // is resolved (api::handle), `/ui/logout` in route below.
 pub mod session;

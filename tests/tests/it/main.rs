@@ -29,6 +29,7 @@ mod supervise;
 mod vnc;
 mod webpages;
 mod websession;
+mod websocket;
 
 /// Shared set-up of the API tests: a CA, a QEMU domain `web1` and a gateway granting
 /// `alice` operator on `web*`.
