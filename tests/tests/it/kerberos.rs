@@ -374,3 +374,46 @@ fn unreadable_or_missing_keytab_fails_startup_listing_every_path() {
     assert!(e.contains("HTTP/localhost"), "{e}");
     assert!(e.contains(&wrong.display().to_string()), "{e}");
 }
+
+#[test]
+fn virtgate_web_after_kinit_gives_the_browser_a_kerberos_session() {
+    let w = KWorld::start();
+    let (alice, _) = w.user("alice", 0, None);
+    let link = alice.ok(&["web", "--print"]).trim().to_owned();
+    let port = w.gateway.addrs[0].port();
+    assert!(
+        link.starts_with(&format!("https://localhost:{port}/ui/login?ticket=")),
+        "{link}"
+    );
+    // the browser: no certificate, no Kerberos; the cookie jar only
+    let jar = w.dir.path().join("jar");
+    let browser = |url: &str| {
+        let out = run(Command::new(system_bin("curl", "curl"))
+            .args(["-sS", "--max-time", "20", "-b"])
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .arg("--cacert")
+            .arg(&w.pki.ca_pem)
+            .args(["-w", "\n%{http_code}"])
+            .arg(url));
+        let (o, e) = text(&out);
+        assert!(out.status.success(), "curl {url}: {e}");
+        let (body, code) = o.rsplit_once('\n').unwrap_or_default();
+        (code.to_owned(), body.to_owned())
+    };
+    // without the cookie: Negotiate offered, as before
+    let (code, body) = browser(&w.url("/v1/whoami"));
+    assert_eq!(code, "401", "{body}");
+    assert_eq!(browser(&link).0, "303");
+    let (code, body) = browser(&w.url("/v1/whoami"));
+    assert_eq!(code, "200", "{body}");
+    let who: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&who["user"], &who["method"]),
+        (&"alice".into(), &"kerberos".into()),
+        "{who}"
+    );
+    let (code, body) = browser(&w.url("/v1/domains"));
+    assert!(code == "200" && body.contains("web1"), "{code} {body}");
+}

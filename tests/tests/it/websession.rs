@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use virtgate_tests::{curl, system_bin, text, ClientUser, GatewayBuilder};
+use virtgate_tests::fixture::gateway::toml_str;
+use virtgate_tests::{curl, metric, system_bin, text, ClientUser, GatewayBuilder};
 
 use crate::World;
 
@@ -476,10 +477,7 @@ fn a_revoked_users_session_ends_at_reload() {
     let config = std::fs::read_to_string(&w.gateway.config).expect("config");
     let config = config.replacen(
         "[tls]\n",
-        &format!(
-            "[tls]\ncrl = {}\n",
-            virtgate_tests::fixture::gateway::toml_str(&crl.display().to_string())
-        ),
+        &format!("[tls]\ncrl = {}\n", toml_str(&crl.display().to_string())),
         1,
     );
     std::fs::write(&w.gateway.config, config).expect("config");
@@ -538,4 +536,39 @@ fn virtgate_web_explains_what_it_cannot_do() {
         e.contains("hint: the browser must reach the gateway's TLS port"),
         "{e}"
     );
+}
+
+#[test]
+fn virtgate_web_asks_over_the_shared_connection_of_virtgate_up() {
+    let w = World::start(|g| g.extra(WEB));
+    let pass = w.alice.passphrase_file.clone().expect("encrypted key");
+    let profile = format!(
+        "url = {}\nca = {}\ncert = {}\nkey = {}\npassphrase_command = {}\n",
+        toml_str(&w.gateway.url(0)),
+        toml_str(&w.alice.ca.display().to_string()),
+        toml_str(&w.alice.cert.display().to_string()),
+        toml_str(&w.alice.key.display().to_string()),
+        toml_str(&format!("cat {}", pass.display())),
+    );
+    let c = ClientUser::with_profile(&w.dir.path().join("laptop"), &profile);
+    let (_up, _) = c.up();
+    let accepted = || {
+        metric(
+            &w.alice,
+            &w.pki.ca_pem,
+            &w.gateway.https(0),
+            "virtgate_connections_accepted_total",
+        )
+    };
+    let before = accepted();
+    let l = c.ok(&["web", "web1", "--print"]).trim().to_owned();
+    // one more connection: the metric query itself; `web` used the shared one
+    assert_eq!(accepted(), before + 1.0, "virtgate web opened a connection");
+    assert!(
+        l.starts_with(&format!("{}/ui/login?ticket=", w.gateway.https(0))),
+        "{l}"
+    );
+    let b = Browser::new(&w, "b");
+    assert_eq!(b.login(&l).header("location"), "/ui/vnc/web1");
+    assert_eq!(b.go(&url(&w, "/v1/whoami"), &[]).json()["user"], "alice");
 }
