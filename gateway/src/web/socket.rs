@@ -21,7 +21,7 @@
 //! of up to [`READ_BUFFER`] returns becomes one binary message. tungstenite answers pings
 //! and close frames; the console's end of file becomes a close frame (1000), after which
 //! the browser's reply is awaited for at most [`CLOSE_WAIT`]. Messages are capped at
-//! [`MAX_MESSAGE`].
+//! [`MAX_MESSAGE`]: a bigger one gets a close frame 1009 and ends the console.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -252,7 +252,9 @@ async fn relay(
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let ws = WebSocketStream::from_raw_socket(client, Role::Server, Some(config)).await;
-    let (mut sink, mut stream) = ws.split();
+    let (sink, mut stream) = ws.split();
+    // both directions send: console bytes, and a close frame for a message too big
+    let sink = tokio::sync::Mutex::new(sink);
     let (mut from_console, mut to_console) = tokio::io::split(backend);
     let up_bytes = AtomicU64::new(0);
     let down_bytes = AtomicU64::new(0);
@@ -260,7 +262,22 @@ async fn relay(
     // pings and its close frame while we read)
     let up = async {
         while let Some(msg) = stream.next().await {
-            let data: Bytes = match msg.map_err(ws_error)? {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(WsError::Capacity(e)) => {
+                    // tell the browser why (1009) before the connection goes
+                    let close = CloseFrame {
+                        code: CloseCode::Size,
+                        reason: format!("messages are {MAX_MESSAGE} bytes at most").into(),
+                    };
+                    let _ = sink.lock().await.send(Message::Close(Some(close))).await;
+                    return Err(std::io::Error::other(format!(
+                        "the browser sent too big a message: {e}"
+                    )));
+                }
+                Err(e) => return Err(ws_error(e)),
+            };
+            let data: Bytes = match msg {
                 Message::Binary(b) => b,
                 Message::Text(t) => Bytes::from(t),
                 Message::Close(_) => {
@@ -287,11 +304,15 @@ async fn relay(
                     reason: "console closed".into(),
                 };
                 return sink
+                    .lock()
+                    .await
                     .send(Message::Close(Some(close)))
                     .await
                     .map_err(ws_error);
             }
-            sink.send(Message::binary(Bytes::copy_from_slice(&buf[..n])))
+            sink.lock()
+                .await
+                .send(Message::binary(Bytes::copy_from_slice(&buf[..n])))
                 .await
                 .map_err(ws_error)?;
             down_bytes.fetch_add(n as u64, Relaxed);

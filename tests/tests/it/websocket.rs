@@ -4,8 +4,8 @@
 //! HTTP/2 (RFC 8441 extended CONNECT): the RFB banner on `/vnc`, the guest's echo on
 //! `/serial` (binary and text messages); refusals like the API's (viewer: 404 for a domain
 //! it may not see, 403 for one it may only view), another `Origin` (403), a wrong version
-//! (426), no certificate; 200 consoles leave no tunnel and no descriptor behind; revoking
-//! the user closes an open console.
+//! (426), no key (400), a message too big (1009), no certificate; 200 consoles leave no
+//! tunnel and no descriptor behind; revoking the user closes an open console.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -409,6 +409,69 @@ fn refusals_like_the_api_with_hints() {
             Err(WsError::Http(r)) => assert_eq!(r.status(), 401),
             Err(_) => {} // the TLS handshake refused it
         }
+    });
+}
+
+#[test]
+fn a_handshake_without_key_and_a_message_too_big() {
+    let w = WsWorld::start();
+    rt().block_on(async {
+        // an HTTP/1.1 upgrade without Sec-WebSocket-Key: 400 with a hint
+        let mut tls = w.tls(Some(&w.wanda), b"http/1.1").await.expect("TLS");
+        let req = format!(
+            "GET /v1/domains/web1/vnc HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            w.addr()
+        );
+        tls.write_all(req.as_bytes()).await.expect("send the request");
+        let mut answer = Vec::new();
+        tokio::time::timeout(ANSWER, tls.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .ok(); // the gateway may end TLS without close_notify after `Connection: close`
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("Sec-WebSocket-Key") && answer.contains("\"hint\""), "{answer}");
+
+        // a message over 1 MiB ends the console (1009 when the close frame gets through
+        // before the connection goes), and the gateway says why in the tunnel's log
+        let (mut ws, _) = w
+            .ws1(Some(&w.wanda), "/v1/domains/web1/serial", &[])
+            .await
+            .expect("WebSocket /serial");
+        let _ = ws.send(Message::binary(vec![b'x'; (1 << 20) + 1])).await;
+        let end = async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) => return None,
+                }
+            }
+        };
+        let code = tokio::time::timeout(ANSWER, end)
+            .await
+            .expect("the console ends after a message too big");
+        if let Some(code) = code {
+            assert_eq!(code, 1009, "close code for a message too big");
+        }
+        // the gateway keeps serving consoles
+        let (mut ws, _) = w
+            .ws1(Some(&w.wanda), "/v1/domains/web1/serial", &[])
+            .await
+            .expect("WebSocket /serial");
+        ws.send(Message::text("still here\n")).await.expect("send");
+        read_until(&mut ws, b"still here").await;
+        close(ws).await;
+    });
+    poll("the reason in the gateway's log", ANSWER, || {
+        let log = w.gateway.log();
+        log.lines()
+            .any(|l| {
+                l.contains("tunnel{")
+                    && l.contains("kind=\"serial\"")
+                    && l.contains("too big a message")
+            })
+            .then_some(())
     });
 }
 
