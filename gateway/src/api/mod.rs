@@ -261,7 +261,7 @@ pub async fn handle(
     // a browser session's cookie counts on a connection without an identity of its own;
     // `/ui/login` needs none (its ticket is one); unsafe browser requests pass the CSRF rule
     let (result, mutual) = if path == "/ui/login" {
-        (Ok(crate::web::session::login_page(&state, &req)), None)
+        (crate::web::session::login(&state, &req), None)
     } else {
         match crate::web::session::identity(&state, &auth, &mut req).await {
             Ok((id, mutual)) => match crate::web::session::check_unsafe(&state, &id, &req) {

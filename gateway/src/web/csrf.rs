@@ -157,7 +157,7 @@ pub fn check_unsafe(state: &State, id: &Identity, req: &Request<Incoming>) -> Re
 }
 
 /// A 200 with a JSON body and no caching.
-fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
+pub(super) fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
     let mut r = crate::api::domains::json(value);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

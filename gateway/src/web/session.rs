@@ -30,7 +30,6 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use hyper::body::Incoming;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use rustls::pki_types::{CertificateDer, UnixTime};
-use serde::Serialize;
 use virtgate_proto::{Problem, WebTicket};
 
 use crate::api::error::{self, ApiError};
@@ -115,6 +114,17 @@ pub struct Via(pub String);
 
 pub use super::csrf::{check_unsafe, session_info};
 
+/// Live tickets (and, apart, sessions) at most: memory stays bounded whoever asks.
+const MAX_LIVE: usize = 10_000;
+
+fn too_many(what: &str) -> ApiError {
+    tracing::warn!(what, limit = MAX_LIVE, "too many live browser logins");
+    Problem::new(503, "too-many-sessions", "too many browser logins")
+        .detail(format!("the gateway holds {MAX_LIVE} live {what} already"))
+        .hint("try again when some have expired (tickets last a minute); the gateway log names the limit")
+        .into()
+}
+
 /// 32 random bytes, base64url.
 fn random_token() -> Result<String, ApiError> {
     let mut bytes = [0u8; 32];
@@ -157,6 +167,9 @@ impl Store {
         let now = Instant::now();
         let mut tickets = lock(&self.tickets);
         tickets.retain(|_, e| e.expires > now);
+        if tickets.len() >= MAX_LIVE {
+            return Err(too_many("login tickets"));
+        }
         tickets.insert(
             ticket.clone(),
             Entry {
@@ -181,6 +194,9 @@ impl Store {
         let identity = entry.identity.clone();
         let mut sessions = lock(&self.sessions);
         sessions.retain(|_, e| e.expires > now);
+        if sessions.len() >= MAX_LIVE {
+            return Err(too_many("browser sessions"));
+        }
         sessions.insert(
             sid.clone(),
             Entry {
@@ -298,14 +314,6 @@ fn session_unknown() -> ApiError {
         .into()
 }
 
-/// A 200 with a JSON body and no caching.
-fn json<T: Serialize>(value: &T) -> Response<Body> {
-    let mut r = crate::api::domains::json(value);
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
 fn post_only(req: &Request<Incoming>, hint: &str) -> Result<(), ApiError> {
     if req.method() == Method::POST {
         Ok(())
@@ -345,7 +353,7 @@ pub async fn ticket(
         store.issue(Arc::new(id.clone()), state.registry.certs(conn.id))?;
     state.live.get().audit.web(id, "web_ticket", "issued");
     tracing::info!(user = %id.user, "browser login ticket issued");
-    Ok(json(&WebTicket {
+    Ok(super::csrf::json(&WebTicket {
         login_path: format!("/ui/login?ticket={ticket}"),
         ticket,
         expires_in_s,
@@ -436,22 +444,6 @@ pub fn login(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, A
     Ok(redirect(safe_next(next.as_deref()), Some(cookie)))
 }
 
-/// [`login`] answered with the pages' security headers, refusals included.
-pub fn login_page(state: &State, req: &Request<Incoming>) -> Response<Body> {
-    let mut resp = match login(state, req) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::info!(path = %req.uri().path(), status = e.problem.status, kind = e.problem.kind_name(), "request refused");
-            e.into_response()
-        }
-    };
-    for (name, value) in super::SECURITY_HEADERS {
-        resp.headers_mut()
-            .insert(name, HeaderValue::from_static(value));
-    }
-    resp
-}
-
 /// Largest logout form body read.
 const MAX_FORM: usize = 4096;
 
@@ -539,6 +531,21 @@ mod tests {
         assert!(s.login("nope").unwrap().is_none());
         assert!(s.end(&sid).is_some());
         assert!(s.session(&sid).is_none());
+    }
+
+    #[test]
+    fn live_tickets_are_bounded() {
+        let s = Store::default();
+        for _ in 0..MAX_LIVE {
+            s.issue(alice(), None).unwrap();
+        }
+        let e = s.issue(alice(), None).unwrap_err();
+        assert_eq!(e.problem.status, 503);
+        assert!(e
+            .problem
+            .detail
+            .unwrap()
+            .contains("10000 live login tickets"));
     }
 
     #[test]

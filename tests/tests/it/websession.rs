@@ -572,3 +572,52 @@ fn virtgate_web_asks_over_the_shared_connection_of_virtgate_up() {
     assert_eq!(b.login(&l).header("location"), "/ui/vnc/web1");
     assert_eq!(b.go(&url(&w, "/v1/whoami"), &[]).json()["user"], "alice");
 }
+
+#[test]
+fn virtgate_web_opens_the_link_with_browser_or_says_to_open_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::start(|g| g.extra(WEB));
+    let c = w.client("cli", 0, &w.alice);
+    // a "browser" that writes down what it was asked to open
+    let opened = w.dir.path().join("opened.txt");
+    let script = w.dir.path().join("browser.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}.tmp && mv {0}.tmp {0}\n",
+            opened.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = c.run_env(
+        &["web", "web1", "--serial"],
+        &[("BROWSER", script.to_str().expect("utf-8"))],
+    );
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    let link = o.trim();
+    assert!(link.ends_with("&next=%2Fui%2Fserial%2Fweb1"), "{o}");
+    assert!(
+        e.contains("opened with") && e.contains("works once, within 60 s"),
+        "{e}"
+    );
+    let got = virtgate_tests::poll("the browser script", Duration::from_secs(10), || {
+        std::fs::read_to_string(&opened).ok()
+    });
+    assert_eq!(got.trim(), link);
+    assert_eq!(
+        Browser::new(&w, "b").login(link).header("location"),
+        "/ui/serial/web1"
+    );
+
+    // no browser to start: the link is printed with what to do, and that is no failure
+    let out = c.run_env(&["web"], &[("BROWSER", "/nonexistent/browser")]);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    assert!(o.trim().contains("/ui/login?ticket="), "{o}");
+    assert!(
+        e.contains("cannot start /nonexistent/browser") && e.contains("open the link above"),
+        "{e}"
+    );
+}
