@@ -1,17 +1,99 @@
 //! The browser console driven by a real browser: Debian's Chromium, headless, over
-//! WebDriver ([`virtgate_tests::ChromiumBuilder`]), against a real gateway and a real QEMU
-//! guest (magenta screen, serial echo). The browser trusts the test CA through its NSS
-//! database and presents the user's certificate (imported from the PKCS#12 that
-//! `virtgate-pki export-p12` writes) without a dialog.
+//! WebDriver ([`virtgate_tests::ChromiumBuilder`]), against a real gateway and real QEMU
+//! guests (the test guest: magenta screen, serial echo, ACPI power button) that the
+//! gateway supervises. The browser trusts the test CA through its NSS database and presents
+//! the user's certificate (imported from the PKCS#12 that `virtgate-pki export-p12`
+//! writes) without a dialog.
+//!
+//! What a user sees is asserted: the domain list (only what the rules allow, buttons by
+//! role), the VNC console drawing the guest's screen (compared with the gateway's own
+//! screenshot) and taking keys (Ctrl+Alt+Del typed into the canvas reboots the guest: its
+//! banner comes again on the serial line), the serial console echoing a typed line, and
+//! shut down / start from the list.
+//!
+//! `VIRTGATE_DOCS_SCREENSHOT=1` also writes the VNC console's screenshot to
+//! `docs/browser-console.png` (the README shows it).
 
-use std::path::Path;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use virtgate_tests::{Chromium, ChromiumBuilder, ClientCert, Gateway};
+use virtgate_tests::fixture::guest::BANNER;
+use virtgate_tests::{
+    curl, guest_kernel, guest_screen_fraction, poll, text, ChildGuard, Chromium, ChromiumBuilder,
+    ClientCert, ClientUser, Gateway, GatewayBuilder, GuestOptions, Pki, QemuBuilder,
+};
 
 /// How long a page or a console may take to show what a test waits for.
 const PAGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a guest may take to power off or boot.
+const GUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A gateway supervising `web1` (the test guest, VNC + serial) and `db1` (no serial);
+/// alice is operator and vic viewer on `web*`; nobody is granted `db1`.
+struct BWorld {
+    pki: Pki,
+    alice: ClientCert,
+    vic: ClientCert,
+    gateway: Gateway,
+    /// alice's command-line client, to look at the guest from outside the browser.
+    cli: ClientUser,
+    /// Dropped last: the processes above stop before their files go.
+    dir: tempfile::TempDir,
+}
+
+impl BWorld {
+    fn start() -> BWorld {
+        let dir = virtgate_tests::tempdir();
+        let pki = Pki::new(dir.path(), "ca");
+        let alice = pki.client("alice", Some("alice secret"));
+        let vic = pki.client("vic", None);
+        let kernel = guest_kernel(dir.path(), GuestOptions::default());
+        let gateway = GatewayBuilder::new(&pki)
+            .domain(
+                QemuBuilder::new("web1")
+                    .kernel(&kernel)
+                    .supervised_toml(dir.path()),
+            )
+            .domain(
+                QemuBuilder::new("db1")
+                    .kernel(&kernel)
+                    .serial(false)
+                    .supervised_toml(dir.path()),
+            )
+            .rule(&["alice"], &["web*"], "operator")
+            .rule(&["vic"], &["web*"], "viewer")
+            .start(&dir.path().join("gw"));
+        let cli = ClientUser::new(&dir.path().join("cli"), &gateway.url(0), &alice);
+        BWorld {
+            pki,
+            alice,
+            vic,
+            gateway,
+            cli,
+            dir,
+        }
+    }
+
+    /// A browser (its folder named `name`) presenting `cert` to the gateway.
+    fn browser(&self, name: &str, cert: &ClientCert) -> Chromium {
+        browser(
+            &self.dir.path().join(name),
+            &self.gateway,
+            &self.pki.ca_pem,
+            cert,
+        )
+    }
+
+    /// `https://127.0.0.1:PORT` + `path`.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.https(0))
+    }
+}
 
 /// A browser in `dir` trusting the gateway's CA and presenting `cert` to it.
 fn browser(dir: &Path, gw: &Gateway, ca: &Path, cert: &ClientCert) -> Chromium {
@@ -19,6 +101,26 @@ fn browser(dir: &Path, gw: &Gateway, ca: &Path, cert: &ClientCert) -> Chromium {
         .trust(ca)
         .client_cert(cert, &gw.https(0))
         .start()
+}
+
+/// The text of the cell `cls` (`state`, `role`, `actions`, `consoles`) in the row of
+/// domain `name` on `/ui/`, or `null` while there is no such row.
+fn cell_js(name: &str, cls: &str) -> String {
+    format!(
+        "const tr = [...document.querySelectorAll('#domains tr')]
+            .find(tr => tr.querySelector('th') && tr.querySelector('th').textContent === {name:?});
+         return tr ? tr.querySelector('.{cls}').textContent : null;"
+    )
+}
+
+/// Wait until the console page's status line says `Connected`.
+fn wait_connected(b: &Chromium) {
+    b.wait_js(
+        "the console to connect",
+        "const s = document.getElementById('status');
+         return s && s.textContent === 'Connected';",
+        PAGE_DEADLINE,
+    );
 }
 
 #[test]
@@ -35,4 +137,231 @@ fn the_browser_presents_the_client_certificate_without_a_dialog() {
     let who: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(who["user"], "alice", "{who}");
     assert_eq!(who["method"], "certificate", "{who}");
+}
+
+#[test]
+fn the_list_shows_the_allowed_domains_and_the_buttons_of_the_role() {
+    let w = BWorld::start();
+    let b = w.browser("alice", &w.alice);
+    b.goto(&w.url("/"));
+    assert!(b.url().ends_with("/ui/"), "/ goes to /ui/: {}", b.url());
+    b.wait_js("web1's row", &cell_js("web1", "state"), PAGE_DEADLINE);
+    let names =
+        b.js("return [...document.querySelectorAll('#domains th')].map(th => th.textContent)");
+    assert_eq!(names, serde_json::json!(["web1"]), "db1 is nobody's");
+    assert!(b
+        .wait_text("who is signed in", PAGE_DEADLINE, |t| t
+            .contains("Signed in as alice"))
+        .contains("certificate"));
+    assert_eq!(b.js(&cell_js("web1", "role")), "operator");
+    for action in ["Start", "Shut down", "Reboot", "Destroy"] {
+        assert!(
+            b.exists(&format!("button[aria-label=\"{action} web1\"]")),
+            "{action} for an operator"
+        );
+    }
+    assert!(b.exists("a[href=\"/ui/vnc/web1\"]") && b.exists("a[href=\"/ui/serial/web1\"]"));
+    // the thumbnail is the guest's screen, fetched with the certificate
+    b.wait_js(
+        "web1's thumbnail",
+        "const i = document.querySelector('img[alt=\"Screen of web1\"]');
+         return i && !i.hidden && i.complete && i.naturalWidth > 0;",
+        PAGE_DEADLINE,
+    );
+
+    let v = w.browser("vic", &w.vic);
+    v.goto(&w.url("/ui/"));
+    v.wait_js("web1's row", &cell_js("web1", "state"), PAGE_DEADLINE);
+    assert_eq!(v.js(&cell_js("web1", "role")), "viewer");
+    assert_eq!(v.js(&cell_js("web1", "actions")), "none (viewer)");
+    assert!(!v.exists("#domains button"), "no buttons for a viewer");
+    assert!(
+        !v.exists("a[href=\"/ui/vnc/web1\"]"),
+        "no console for a viewer"
+    );
+}
+
+/// `virtgate console DOM` of the command-line client, read on a thread: the guest's serial
+/// line seen from outside the browser.
+struct SerialWatch {
+    /// The console process, stopped on drop.
+    _child: ChildGuard,
+    /// Everything it printed so far.
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SerialWatch {
+    fn start(cli: &ClientUser, domain: &str) -> SerialWatch {
+        let mut child = cli
+            .cmd()
+            .args(["console", domain])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start virtgate console");
+        let mut out = child.stdout.take().expect("piped stdout");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s2.lock()
+                    .expect("serial buffer")
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+        SerialWatch {
+            _child: ChildGuard::new(child, "virtgate console"),
+            seen,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().expect("serial buffer")).into_owned()
+    }
+
+    /// Type `line` and wait for the guest's echo: the console is live.
+    fn mark(&mut self, line: &str) {
+        let stdin = self._child.child_mut().stdin.as_mut().expect("piped stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("type into virtgate console");
+        poll(&format!("{line:?} echoed"), GUEST_DEADLINE, || {
+            self.text().contains(line).then_some(())
+        });
+    }
+
+    /// Wait until `text` comes after `after` on the line.
+    fn wait_after(&self, after: &str, text: &str, deadline: Duration) {
+        poll(
+            &format!("{text:?} after {after:?} on the serial line"),
+            deadline,
+            || {
+                let t = self.text();
+                let at = t.find(after)?;
+                t[at..].contains(text).then_some(())
+            },
+        );
+    }
+}
+
+#[test]
+fn the_vnc_console_draws_the_guest_screen_and_takes_keys() {
+    let w = BWorld::start();
+    w.cli.wait_guest_ready("web1");
+    let b = w.browser("alice", &w.alice);
+    b.goto(&w.url("/ui/vnc/web1"));
+    wait_connected(&b);
+    let canvas = "#screen canvas";
+    let in_browser = poll("the guest's screen in the canvas", PAGE_DEADLINE, || {
+        let f = guest_screen_fraction(&b.element_screenshot(canvas));
+        (f > 0.9).then_some(f)
+    });
+    let out = curl(
+        &w.alice,
+        &w.pki.ca_pem,
+        &w.url("/v1/domains/web1/screenshot"),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "the gateway's screenshot: {:?}",
+        text(&out)
+    );
+    let at_gateway = guest_screen_fraction(&out.stdout);
+    assert!(
+        (in_browser - at_gateway).abs() < 0.05,
+        "the canvas shows the guest's screen: {in_browser:.3} of it is magenta, {at_gateway:.3} of the gateway's screenshot"
+    );
+    let page = b.screenshot();
+    let share = guest_screen_fraction(&page);
+    assert!(share > 0.1, "the console fills the page: {share:.3}");
+    std::fs::write(w.dir.path().join("browser-console.png"), &page).expect("keep the screenshot");
+    if std::env::var_os("VIRTGATE_DOCS_SCREENSHOT").is_some() {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/browser-console.png");
+        std::fs::write(&docs, &page).unwrap_or_else(|e| panic!("write {}: {e}", docs.display()));
+    }
+
+    // Ctrl+Alt+Del typed into the canvas goes to the guest's keyboard: the BIOS reboots it,
+    // and its banner comes again on the serial line.
+    let mut serial = SerialWatch::start(&w.cli, "web1");
+    serial.mark("before the keys");
+    b.send_keys(canvas, "\u{E009}\u{E00A}\u{E017}");
+    serial.wait_after("before the keys", BANNER, GUEST_DEADLINE);
+    assert_eq!(
+        b.js("return document.getElementById('status').textContent"),
+        "Connected"
+    );
+}
+
+#[test]
+fn the_serial_console_echoes_a_typed_line() {
+    let w = BWorld::start();
+    let b = w.browser("alice", &w.alice);
+    b.goto(&w.url("/ui/serial/web1"));
+    wait_connected(&b);
+    b.send_keys(".xterm-helper-textarea", "hello from chromium\n");
+    b.wait_js(
+        "the guest's echo in the terminal",
+        "const r = document.querySelector('.xterm-rows');
+         return r && r.innerText.includes('hello from chromium');",
+        GUEST_DEADLINE,
+    );
+}
+
+/// A script that is true once domain `name`'s row on `/ui/` says `state` (maybe followed
+/// by its reason in brackets).
+fn state_is(name: &str, state: &str) -> String {
+    format!(
+        "const t = (() => {{ {} }})();
+         return t === {state:?} || (t !== null && t.startsWith({state:?} + ' ('));",
+        cell_js(name, "state")
+    )
+}
+
+#[test]
+fn an_operator_shuts_the_guest_down_and_starts_it_from_the_list() {
+    let w = BWorld::start();
+    // A power button pressed before the guest enabled ACPI is lost, as on real hardware.
+    w.cli.wait_guest_ready("web1");
+    let b = w.browser("alice", &w.alice);
+    b.goto(&w.url("/ui/"));
+    b.wait_js("web1 running", &state_is("web1", "running"), PAGE_DEADLINE);
+    b.click("button[aria-label=\"Shut down web1\"]");
+    b.wait_js(
+        "web1 shut off",
+        &state_is("web1", "shut off"),
+        GUEST_DEADLINE,
+    );
+    b.wait_text("the shutdown's outcome", PAGE_DEADLINE, |t| {
+        t.contains("Shut down web1: done.")
+    });
+    assert!(w
+        .cli
+        .ok(&["info", "web1", "--json"])
+        .contains("\"shut_off\""));
+    b.wait_js(
+        "Start enabled",
+        "const s = document.querySelector('button[aria-label=\"Start web1\"]');
+         return s && !s.disabled;",
+        PAGE_DEADLINE,
+    );
+    b.click("button[aria-label=\"Start web1\"]");
+    b.wait_js(
+        "web1 running again",
+        &state_is("web1", "running"),
+        GUEST_DEADLINE,
+    );
+    b.wait_text("the start's outcome", PAGE_DEADLINE, |t| {
+        t.contains("Start web1: done.")
+    });
+    assert!(w
+        .cli
+        .ok(&["info", "web1", "--json"])
+        .contains("\"running\""));
 }
