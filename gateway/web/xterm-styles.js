@@ -1,15 +1,18 @@
 // xterm.js writes its cell sizes and colours into <style> elements it creates at run time,
-// which the page's Content-Security-Policy (style-src 'self') refuses. Give such elements
-// a constructable stylesheet (CSSOM, which the policy allows) and route their text there.
-// Import this module before xterm.js.
+// and true colours into `style` attributes; the page's Content-Security-Policy (style-src
+// 'self') refuses both. Route them through the CSSOM instead, which the policy allows: a
+// constructable stylesheet per <style> element asked for (a <template> stands in for it),
+// `style.cssText` for the attribute.
+// Import this module before xterm.js (only the serial console page does).
 
 const createElement = Document.prototype.createElement;
 
 Document.prototype.createElement = function (tag, options) {
-  const el = createElement.call(this, tag, options);
   if (String(tag).toLowerCase() !== 'style') {
-    return el;
+    return createElement.call(this, tag, options);
   }
+  // an inert stand-in: even an empty <style> in the page is reported as a violation
+  const el = createElement.call(this, 'template');
   const doc = this;
   const sheet = new CSSStyleSheet();
   let text = '';
@@ -27,4 +30,14 @@ Document.prototype.createElement = function (tag, options) {
     remove();
   };
   return el;
+};
+
+const setAttribute = Element.prototype.setAttribute;
+
+Element.prototype.setAttribute = function (name, value) {
+  if (String(name).toLowerCase() === 'style' && this.style) {
+    this.style.cssText = String(value);
+    return;
+  }
+  setAttribute.call(this, name, value);
 };

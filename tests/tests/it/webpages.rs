@@ -253,6 +253,20 @@ fn pages_and_their_assets_are_served_with_a_strict_policy() {
         assert_secured(&a, path);
     }
 
+    // the name in the page is escaped (the rules allow `web*`: any name without `/`); a name
+    // that is not UTF-8 is a bad request
+    let odd = get(&w, &w.alice, "/ui/serial/web%22%3E%3Cscript%3Ex", &[]);
+    assert_eq!(odd.status, 200, "{}", odd.body);
+    assert!(
+        odd.body
+            .contains("data-domain=\"web&quot;&gt;&lt;script&gt;x\""),
+        "{}",
+        odd.body
+    );
+    assert_no_inline_script(&odd.body, "odd name");
+    let bad = get(&w, &w.alice, "/ui/vnc/web%FF", &[]);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
     // a console page of a domain alice may not see reads like one that does not exist
     let hidden = get(&w, &w.alice, "/ui/vnc/db1", &[]);
     let missing = get(&w, &w.alice, "/ui/vnc/nosuch", &[]);
