@@ -16,9 +16,7 @@
 //! ([`ConnAuth::Pending`]): a certificate (or a Kerberos login) on the connection wins. The
 //! connection is never bound to the cookie's identity; each request is looked up again.
 //!
-//! CSRF is [`csrf`](super::csrf): the token of `GET /v1/web/session` (an HMAC of the
-//! session id) and the Origin/token rule every unsafe request passes (re-exported here:
-//! [`check_unsafe`], [`session_info`]).
+//! CSRF is [`csrf`](super::csrf), re-exported here ([`check_unsafe`], [`session_info`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -377,6 +375,7 @@ pub fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(n)
             if n.starts_with("/ui/")
+                && n.is_ascii()
                 && !n.contains("//")
                 && !n.contains('\\')
                 && !n.chars().any(char::is_control) =>
@@ -588,6 +587,7 @@ mod tests {
             Some("/v1/domains"),
             Some("/ui\\x"),
             Some("/ui/\r\nSet-Cookie: x"),
+            Some("/ui/vnc/wéb"),
         ] {
             assert_eq!(safe_next(bad), "/ui/", "{bad:?}");
         }
