@@ -3,8 +3,8 @@
 //! inline script, everything a page (and every module it imports, noVNC's whole graph
 //! included) asks for is served from `/ui/assets/` with the right type, ETag/304, unknown
 //! files and `..` are 404, console pages of hidden domains look like missing ones, and a
-//! client without a certificate is refused like the API. (Chromium drives the pages in
-//! `browser.rs`.)
+//! client without a certificate is refused like the API. In Chromium (the consoles
+//! themselves are in `browser.rs`): the keyboard shortcuts the pages document.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -346,4 +346,70 @@ fn pages_are_refused_without_a_certificate_like_the_api() {
             );
         }
     }
+}
+
+/// The page's state a shortcut changes: status, scale, paste box, focus, full screen.
+const VNC_STATE: &str = "return JSON.stringify({status: document.getElementById('status').textContent, scale: document.getElementById('scale').checked, paste: document.querySelector('details').open, focus: document.activeElement && (document.activeElement.id || document.activeElement.tagName), fullscreen: !!document.fullscreenElement})";
+
+/// Ctrl+Alt+Shift+`key` pressed on `css` (WebDriver's sticky modifiers, then released).
+fn shortcut(b: &virtgate_tests::Chromium, css: &str, key: char) -> serde_json::Value {
+    b.send_keys(css, &format!("\u{E009}\u{E00A}\u{E008}{key}\u{E000}"));
+    let v = b.js(VNC_STATE);
+    serde_json::from_str(v.as_str().unwrap_or("{}")).unwrap_or_default()
+}
+
+#[test]
+fn the_documented_shortcuts_work_in_chromium() {
+    let w = World::start(|g| g);
+    let b = virtgate_tests::ChromiumBuilder::new(&w.dir.path().join("chromium"))
+        .trust(&w.pki.ca_pem)
+        .client_cert(&w.alice, &w.gateway.https(0))
+        .start();
+    let deadline = std::time::Duration::from_secs(30);
+    let connected = "return document.getElementById('status').textContent === 'Connected'";
+
+    // VNC: the keys go to the page, not to the guest, and do what the page says
+    b.goto(&format!("{}/ui/vnc/web1", w.gateway.https(0)));
+    b.wait_js("the VNC console to connect", connected, deadline);
+    let canvas = "#screen canvas";
+    let s = shortcut(&b, canvas, 's');
+    assert_eq!(s["scale"], false, "Ctrl+Alt+Shift+S: 1:1 {s}");
+    let s = shortcut(&b, canvas, 's');
+    assert_eq!(s["scale"], true, "Ctrl+Alt+Shift+S: scaled again {s}");
+    let s = shortcut(&b, canvas, 'v');
+    assert_eq!(
+        (&s["paste"], &s["focus"]),
+        (&true.into(), &"paste-text".into()),
+        "{s}"
+    );
+    b.send_keys("#paste-text", "root\n");
+    b.click("#paste");
+    let s: serde_json::Value =
+        serde_json::from_str(b.js(VNC_STATE).as_str().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(
+        (&s["status"], &s["focus"]),
+        (&"Connected".into(), &"CANVAS".into()),
+        "typed: {s}"
+    );
+    let s = shortcut(&b, canvas, 'q');
+    assert_eq!(s["focus"], "cad", "Ctrl+Alt+Shift+Q leaves the screen: {s}");
+    b.click("#cad");
+    shortcut(&b, canvas, 'f');
+    // the browser enters full screen asynchronously
+    b.wait_js(
+        "Ctrl+Alt+Shift+F: full screen",
+        "return !!document.fullscreenElement",
+        deadline,
+    );
+    b.wait_js("still connected", connected, deadline);
+
+    // serial: Ctrl+Alt+Shift+Q leaves the terminal for the "Domains" link
+    b.goto(&format!("{}/ui/serial/web1", w.gateway.https(0)));
+    b.wait_js("the serial console to connect", connected, deadline);
+    b.send_keys(
+        ".xterm-helper-textarea",
+        "\u{E009}\u{E00A}\u{E008}q\u{E000}",
+    );
+    let focus = b.js("return document.activeElement.getAttribute('href')");
+    assert_eq!(focus, "/ui/", "Ctrl+Alt+Shift+Q in the terminal");
 }
