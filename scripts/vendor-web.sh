@@ -6,9 +6,11 @@
 #
 # Versions are pinned below together with the registry's sha512 integrity: a tarball whose
 # integrity differs is refused, so a re-run gives byte-identical files. To move to a new
-# version, change VERSION and INTEGRITY (`npm view PKG@VER dist.integrity`), run this, read
-# the diff, and commit gateway/web/vendor/ (it is the repository's copy: `cargo build` never
-# needs npm). Only what the pages load is kept, plus every licence text that covers it.
+# version, change the version and integrity below (`npm view PKG@VER dist.integrity`), run
+# this, read the diff, update the versions in dist/src/copyright.rs (EMBEDDED) and
+# deploy/debian/copyright, and commit gateway/web/vendor/ (it is the repository's copy:
+# `cargo build` never needs npm). Only what the pages load is kept, plus every licence text
+# that covers it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,7 +73,7 @@ if grep -rhoE "^import .* from ['\"][^.][^'\"]*['\"]" "$dest/novnc/core" | grep 
 fi
 
 {
-  echo "# Third-party browser assets served by virtgated under /ui/assets/vendor/."
+  echo "# Third-party browser assets virtgated embeds and serves as /ui/assets/novnc/… and /ui/assets/xterm/…."
   echo "# Written by scripts/vendor-web.sh from the npm registry; do not edit by hand."
   echo "# name version licence integrity"
   echo "${NOVNC[0]} ${NOVNC[1]} ${NOVNC[2]} ${NOVNC[3]}"
