@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use virtgate_tests::fixture::gateway::toml_str;
-use virtgate_tests::{curl, metric, system_bin, text, ClientUser, GatewayBuilder};
+use virtgate_tests::{curl, metric, system_bin, text, ClientUser, GatewayBuilder, QemuBuilder};
 
 use crate::World;
 
@@ -282,15 +282,19 @@ fn a_ticket_becomes_a_cookie_that_sees_only_what_the_rules_allow_once() {
 
 #[test]
 fn posts_need_the_gateway_origin_and_the_session_token() {
-    let w = World::start(|g| g.extra(WEB));
+    // web2: a QEMU the gateway supervises, so that it can be destroyed and started again
+    let aux = virtgate_tests::tempdir();
+    let web2 = QemuBuilder::new("web2").supervised_toml(aux.path());
+    let w = World::start(|g| g.extra(WEB).domain(web2));
     let b = Browser::new(&w, "b");
-    b.login(&link(&w, &["web1"]));
+    b.login(&link(&w, &["web2"]));
     let token = csrf(&w, &b);
     let own = format!("Origin: {}", origin(&w));
-    let destroy = url(&w, "/v1/domains/web1/destroy");
+    let destroy = url(&w, "/v1/domains/web2/destroy");
+    let start = url(&w, "/v1/domains/web2/start");
     let state = |w: &World| -> String {
         let c = w.client("cli", 0, &w.alice);
-        let v: Value = serde_json::from_str(&c.ok(&["info", "web1", "--json"])).unwrap();
+        let v: Value = serde_json::from_str(&c.ok(&["info", "web2", "--json"])).unwrap();
         v["state"].as_str().unwrap_or_default().to_owned()
     };
     assert_eq!(state(&w), "running");
@@ -384,8 +388,28 @@ fn posts_need_the_gateway_origin_and_the_session_token() {
     );
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.json()["outcome"], "destroyed", "{}", a.body);
-    // (a QEMU the gateway does not supervise is gone once destroyed)
-    assert_ne!(state(&w), "running");
+    assert_eq!(state(&w), "shut_off");
+
+    // start: a forged or missing token leaves it off; the page's token starts it
+    for (what, args) in [
+        (
+            "forged",
+            vec!["-H", &own, "-H", "X-Virtgate-CSRF: AAAAforgedAAAA"],
+        ),
+        ("missing", vec!["-H", &own]),
+    ] {
+        let mut args = args;
+        args.extend(["-X", "POST"]);
+        let a = b.go(&start, &args);
+        assert_eq!(a.status, 403, "{what}: {a:?}");
+        assert_eq!(a.problem().0, "urn:virtgate:csrf", "{what}");
+        assert_eq!(state(&w), "shut_off", "a {what} token started the domain");
+    }
+    let header = format!("X-Virtgate-CSRF: {token}");
+    let a = b.go(&start, &["-X", "POST", "-H", &own, "-H", &header]);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["outcome"], "started", "{}", a.body);
+    assert_eq!(state(&w), "running");
 }
 
 #[test]
