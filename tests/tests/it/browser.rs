@@ -23,8 +23,9 @@ use std::time::Duration;
 use serde_json::Value;
 use virtgate_tests::fixture::guest::BANNER;
 use virtgate_tests::{
-    curl, guest_kernel, guest_screen_fraction, poll, text, ChildGuard, Chromium, ChromiumBuilder,
-    ClientCert, ClientUser, Gateway, GatewayBuilder, GuestOptions, Pki, QemuBuilder,
+    curl, guest_kernel, guest_screen_fraction, metric, poll, text, ChildGuard, Chromium,
+    ChromiumBuilder, ClientCert, ClientUser, Gateway, GatewayBuilder, GuestOptions, Pki,
+    QemuBuilder,
 };
 
 /// How long a page or a console may take to show what a test waits for.
@@ -34,7 +35,8 @@ const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 const GUEST_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A gateway supervising `web1` (the test guest, VNC + serial) and `db1` (no serial);
-/// alice is operator and vic viewer on `web*`; nobody is granted `db1`.
+/// alice is operator and vic viewer on `web*`; nobody is granted `db1`. Browsers may also
+/// connect without a certificate and log in with a `virtgate web` link (`ticket_login`).
 struct BWorld {
     pki: Pki,
     alice: ClientCert,
@@ -67,6 +69,7 @@ impl BWorld {
             )
             .rule(&["alice"], &["web*"], "operator")
             .rule(&["vic"], &["web*"], "viewer")
+            .extra("[web]\nticket_login = true\n")
             .start(&dir.path().join("gw"));
         let cli = ClientUser::new(&dir.path().join("cli"), &gateway.url(0), &alice);
         BWorld {
@@ -364,4 +367,115 @@ fn an_operator_shuts_the_guest_down_and_starts_it_from_the_list() {
         .cli
         .ok(&["info", "web1", "--json"])
         .contains("\"running\""));
+}
+
+#[test]
+fn a_one_time_link_logs_in_a_browser_without_a_certificate() {
+    let w = BWorld::start();
+    let b = ChromiumBuilder::new(&w.dir.path().join("nocert"))
+        .trust(&w.pki.ca_pem)
+        .start();
+    b.goto(&w.url("/ui/"));
+    let refused = b.wait_text("the refusal", PAGE_DEADLINE, |t| !t.trim().is_empty());
+    assert!(
+        refused.contains("authentication required") && refused.contains("`virtgate web`"),
+        "a browser without certificate or session is told what to do: {refused}"
+    );
+    assert!(!refused.contains("web1"), "{refused}");
+
+    let link = w
+        .cli
+        .ok(&["web", "web1", "--serial", "--print"])
+        .trim()
+        .to_owned();
+    b.goto(&link);
+    assert!(
+        b.url().ends_with("/ui/serial/web1"),
+        "the link lands on the console: {}",
+        b.url()
+    );
+    wait_connected(&b);
+    b.send_keys(".xterm-helper-textarea", "typed after a link login\n");
+    b.wait_js(
+        "the guest's echo in the terminal",
+        "const r = document.querySelector('.xterm-rows');
+         return r && r.innerText.includes('typed after a link login');",
+        GUEST_DEADLINE,
+    );
+    b.goto(&w.url("/ui/"));
+    b.wait_text("the list", PAGE_DEADLINE, |t| {
+        t.contains("Signed in as alice")
+    });
+    b.wait_js("web1's row", &cell_js("web1", "state"), PAGE_DEADLINE);
+
+    // the link works once
+    let other = ChromiumBuilder::new(&w.dir.path().join("nocert2"))
+        .trust(&w.pki.ca_pem)
+        .start();
+    other.goto(&link);
+    let again = other.wait_text("the refusal", PAGE_DEADLINE, |t| !t.trim().is_empty());
+    assert!(
+        again.contains("login link not valid") && again.contains("run `virtgate web` again"),
+        "a used link is refused with what to do: {again}"
+    );
+    assert!(!again.contains("Signed in"), "{again}");
+    // the first browser's session is untouched
+    b.goto(&w.url("/ui/"));
+    b.wait_text("the list", PAGE_DEADLINE, |t| {
+        t.contains("Signed in as alice")
+    });
+}
+
+/// Rounds of 10 tabs in [`two_hundred_console_tabs_opened_and_closed_leave_no_stream_behind`].
+const ROUNDS: usize = 20;
+
+#[test]
+fn two_hundred_console_tabs_opened_and_closed_leave_no_stream_behind() {
+    let w = BWorld::start();
+    let b = w.browser("alice", &w.alice);
+    let open = || {
+        metric(
+            &w.alice,
+            &w.pki.ca_pem,
+            &w.gateway.https(0),
+            "virtgate_tunnels_open",
+        )
+    };
+    // 20 rounds of 10 tabs all connected at once (9 VNC consoles, which QEMU shares, and the
+    // serial console, which has one user at a time), then closed
+    for round in 0..ROUNDS {
+        for i in 0..10 {
+            b.new_tab();
+            let kind = if i == 0 { "serial" } else { "vnc" };
+            b.goto(&w.url(&format!("/ui/{kind}/web1")));
+            wait_connected(&b);
+        }
+        let n = open();
+        assert!(
+            n >= 10.0,
+            "round {round}: 10 consoles open, the gateway counts {n}"
+        );
+        for _ in 0..10 {
+            b.close_tab();
+        }
+        assert_eq!(b.tabs(), 1, "round {round}: only the first tab is left");
+    }
+    let mut last = f64::NAN;
+    let closed = (0..300).any(|_| {
+        last = open();
+        std::thread::sleep(Duration::from_millis(100));
+        last == 0.0
+    });
+    let metrics = curl(&w.alice, &w.pki.ca_pem, &w.url("/v1/metrics"), &[]);
+    let tunnels: Vec<String> = text(&metrics)
+        .0
+        .lines()
+        .filter(|l| l.starts_with("virtgate_tunnels"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        closed,
+        "streams still open after every tab closed: {last}\n{}",
+        tunnels.join("\n")
+    );
 }
