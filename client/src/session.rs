@@ -187,6 +187,11 @@ impl Session {
         })
     }
 
+    /// The `:authority` of requests (`host:port`; `localhost` over SSH and unix sockets).
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// `host:port` of the gateway, for messages.
     pub fn server(&self) -> &str {
         &self.context.server
@@ -303,6 +308,30 @@ impl Session {
             bytes: body,
         };
         self.send(&what, method, path, &payload).await
+    }
+
+    /// Send a request the caller built (method, path and query, headers, body; a CONNECT
+    /// with the `:protocol` the caller set) to the gateway, and hand its answer back as it is:
+    /// `virtgate web`'s local pages pass browser requests on. Only on a connection that needs
+    /// no (more) login: the SSH and unix transports.
+    pub async fn raw(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let uri = format!("https://{}{pq}", self.authority);
+        *req.uri_mut() = uri.parse().map_err(|e| Error::Setting {
+            message: format!("cannot build a request for {uri}: {e}"),
+            hint: "report this as a bug".into(),
+        })?;
+        let what = format!("{} {pq}", req.method());
+        if !matches!(*self.login.lock().await, Login::Done) {
+            return Err(Error::Setting {
+                message: format!("{what}: the connection has not logged in"),
+                hint: "serving the pages locally needs an SSH or unix-socket URL".into(),
+            });
+        }
+        self.send_once(&what, req).await
     }
 
     /// A JSON answer: decoded on success, a problem otherwise.

@@ -5,9 +5,11 @@ export function domainPath(name) {
   return '/v1/domains/' + encodeURIComponent(name);
 }
 
-/** The WebSocket URL of a domain's console (`vnc` or `serial`) on this gateway. */
+/** The WebSocket URL of a domain's console (`vnc` or `serial`) on this gateway (`ws:` only
+ * where `virtgate web` serves the pages on http://127.0.0.1 through an SSH connection). */
 export function consoleUrl(name, kind) {
-  return 'wss://' + location.host + domainPath(name) + '/' + kind;
+  const scheme = location.protocol === 'http:' ? 'ws://' : 'wss://';
+  return scheme + location.host + domainPath(name) + '/' + kind;
 }
 
 /** The domain a console page is about (written by the gateway into `data-domain`). */

@@ -14,6 +14,7 @@ pub mod relay;
 pub mod screenshot;
 pub mod viewer;
 pub mod web;
+pub mod weblocal;
 
 use std::io::Write;
 

@@ -8,8 +8,8 @@
 //! browser trades the ticket for a session cookie. The link is printed on stdout, and opened
 //! with `$BROWSER` (or `xdg-open`) unless `--print`; when no opener runs, printing it is all.
 //!
-//! The browser must reach the gateway's TLS port itself: behind an SSH or unix-socket URL
-//! the command refuses before asking for a ticket, with a hint.
+//! Behind an SSH or unix-socket URL the browser cannot reach the gateway's port: the
+//! command serves the pages locally instead ([`weblocal`](super::weblocal)), until Ctrl-C.
 
 use std::process::{Command as Process, Stdio};
 
@@ -78,9 +78,9 @@ pub async fn run(
     page: &Page,
     print_only: bool,
 ) -> Result<(), Error> {
-    // refuse before asking: a ticket the browser cannot use is no use
+    // the browser cannot reach a gateway behind SSH or a unix socket: serve its pages here
     if !matches!(url, GatewayUrl::Tls { .. }) {
-        login_url(url, &placeholder(), page)?;
+        return super::weblocal::run(session.clone(), page, print_only).await;
     }
     let ticket: WebTicket = session.post_empty(&ApiPath::WebTicket).await?;
     let link = login_url(url, &ticket, page)?;
@@ -99,18 +99,10 @@ pub async fn run(
     Ok(())
 }
 
-fn placeholder() -> WebTicket {
-    WebTicket {
-        ticket: String::new(),
-        expires_in_s: 0,
-        login_path: String::new(),
-    }
-}
-
 /// Start `$BROWSER` (its first word is the program, `%s` is the link, else the link is
 /// appended), else `xdg-open`; the browser keeps running on its own. The opener's name, or
 /// why none ran.
-fn open(link: &str) -> Result<String, String> {
+pub fn open(link: &str) -> Result<String, String> {
     let (program, args) = match std::env::var("BROWSER")
         .ok()
         .filter(|b| !b.trim().is_empty())

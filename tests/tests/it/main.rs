@@ -27,6 +27,7 @@ mod spice;
 mod ssh;
 mod supervise;
 mod vnc;
+mod webcli;
 mod webpages;
 mod websession;
 mod websocket;

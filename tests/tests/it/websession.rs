@@ -3,7 +3,8 @@
 //! the ticket becomes a cookie that sees only what the rules allow, works once, expires,
 //! does not survive a gateway restart, logs out, and ends when its certificate is revoked;
 //! POSTs need the gateway's own Origin and the session's CSRF token. Every refusal is
-//! checked for its message and hint.
+//! checked for its message and hint. (`webcli.rs`: the command's other ways: the shared
+//! connection, the opener, and the pages served locally over a unix socket.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,27 +13,27 @@ use std::time::Duration;
 
 use serde_json::Value;
 use virtgate_tests::fixture::gateway::toml_str;
-use virtgate_tests::{curl, metric, system_bin, text, ClientUser, GatewayBuilder, QemuBuilder};
+use virtgate_tests::{curl, system_bin, text, GatewayBuilder, QemuBuilder};
 
 use crate::World;
 
 /// What a gateway that lets browsers log in with tickets adds to its configuration.
-const WEB: &str = "[web]\nticket_login = true\n";
+pub(crate) const WEB: &str = "[web]\nticket_login = true\n";
 
 /// One answer: status, headers (names lowercased; repeated ones joined by `\n`), body.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
 
@@ -57,7 +58,7 @@ fn browser(ca: &Path, url: &str, args: &[&str]) -> Answer {
     parse(&o)
 }
 
-fn parse(raw: &str) -> Answer {
+pub(crate) fn parse(raw: &str) -> Answer {
     let (head, body) = raw
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no header end in {raw}"));
@@ -85,13 +86,13 @@ fn parse(raw: &str) -> Answer {
 }
 
 /// A browser: a cookie jar in a folder of its own.
-struct Browser {
+pub(crate) struct Browser {
     ca: PathBuf,
     jar: PathBuf,
 }
 
 impl Browser {
-    fn new(w: &World, name: &str) -> Browser {
+    pub(crate) fn new(w: &World, name: &str) -> Browser {
         Browser {
             ca: w.pki.ca_pem.clone(),
             jar: w.dir.path().join(format!("{name}.cookies")),
@@ -99,7 +100,7 @@ impl Browser {
     }
 
     /// A request with the jar (read and updated).
-    fn go(&self, url: &str, args: &[&str]) -> Answer {
+    pub(crate) fn go(&self, url: &str, args: &[&str]) -> Answer {
         let jar = self.jar.to_str().expect("utf-8");
         let mut all = vec!["-b", jar, "-c", jar];
         all.extend_from_slice(args);
@@ -119,7 +120,7 @@ impl Browser {
     }
 
     /// Log in with `link` (expects success): the answer of the login.
-    fn login(&self, link: &str) -> Answer {
+    pub(crate) fn login(&self, link: &str) -> Answer {
         let a = self.go(link, &[]);
         assert_eq!(a.status, 303, "{a:?}");
         a
@@ -141,7 +142,7 @@ fn origin(w: &World) -> String {
     w.gateway.https(0)
 }
 
-fn url(w: &World, path: &str) -> String {
+pub(crate) fn url(w: &World, path: &str) -> String {
     format!("{}{path}", w.gateway.https(0))
 }
 
@@ -155,7 +156,7 @@ fn csrf(w: &World, b: &Browser) -> String {
     v["csrf"].as_str().expect("a token").to_owned()
 }
 
-fn names(v: &Value) -> Vec<String> {
+pub(crate) fn names(v: &Value) -> Vec<String> {
     v["domains"]
         .as_array()
         .unwrap_or_else(|| panic!("no domains in {v}"))
@@ -537,10 +538,8 @@ fn a_revoked_users_session_ends_at_reload() {
 
 #[test]
 fn virtgate_web_explains_what_it_cannot_do() {
-    let aux = virtgate_tests::tempdir();
-    let sock = aux.path().join("gw.sock");
     // no [web]: the gateway refuses certificate-less TLS, so no ticket
-    let w = World::start(|g| g.unix(&sock));
+    let w = World::start(|g| g);
     let c = w.client("cli", 0, &w.alice);
     let e = c.fails(&["web", "--print"]);
     assert!(
@@ -548,100 +547,4 @@ fn virtgate_web_explains_what_it_cannot_do() {
         "{e}"
     );
     assert!(e.contains("ticket_login = true"), "{e}");
-    // a unix socket (or SSH) URL: the browser cannot reach that
-    let u = ClientUser::new(
-        &w.dir.path().join("unix"),
-        &format!("virtgate+unix://{}", sock.display()),
-        &w.alice,
-    );
-    let e = u.fails(&["web", "web1", "--print"]);
-    assert!(e.contains("through the unix socket transport"), "{e}");
-    assert!(
-        e.contains("hint: the browser must reach the gateway's TLS port"),
-        "{e}"
-    );
-}
-
-#[test]
-fn virtgate_web_asks_over_the_shared_connection_of_virtgate_up() {
-    let w = World::start(|g| g.extra(WEB));
-    let pass = w.alice.passphrase_file.clone().expect("encrypted key");
-    let profile = format!(
-        "url = {}\nca = {}\ncert = {}\nkey = {}\npassphrase_command = {}\n",
-        toml_str(&w.gateway.url(0)),
-        toml_str(&w.alice.ca.display().to_string()),
-        toml_str(&w.alice.cert.display().to_string()),
-        toml_str(&w.alice.key.display().to_string()),
-        toml_str(&format!("cat {}", pass.display())),
-    );
-    let c = ClientUser::with_profile(&w.dir.path().join("laptop"), &profile);
-    let (_up, _) = c.up();
-    let accepted = || {
-        metric(
-            &w.alice,
-            &w.pki.ca_pem,
-            &w.gateway.https(0),
-            "virtgate_connections_accepted_total",
-        )
-    };
-    let before = accepted();
-    let l = c.ok(&["web", "web1", "--print"]).trim().to_owned();
-    // one more connection: the metric query itself; `web` used the shared one
-    assert_eq!(accepted(), before + 1.0, "virtgate web opened a connection");
-    assert!(
-        l.starts_with(&format!("{}/ui/login?ticket=", w.gateway.https(0))),
-        "{l}"
-    );
-    let b = Browser::new(&w, "b");
-    assert_eq!(b.login(&l).header("location"), "/ui/vnc/web1");
-    assert_eq!(b.go(&url(&w, "/v1/whoami"), &[]).json()["user"], "alice");
-}
-
-#[test]
-fn virtgate_web_opens_the_link_with_browser_or_says_to_open_it() {
-    use std::os::unix::fs::PermissionsExt;
-    let w = World::start(|g| g.extra(WEB));
-    let c = w.client("cli", 0, &w.alice);
-    // a "browser" that writes down what it was asked to open
-    let opened = w.dir.path().join("opened.txt");
-    let script = w.dir.path().join("browser.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$@\" > {}.tmp && mv {0}.tmp {0}\n",
-            opened.display()
-        ),
-    )
-    .expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let out = c.run_env(
-        &["web", "web1", "--serial"],
-        &[("BROWSER", script.to_str().expect("utf-8"))],
-    );
-    let (o, e) = text(&out);
-    assert!(out.status.success(), "{o}{e}");
-    let link = o.trim();
-    assert!(link.ends_with("&next=%2Fui%2Fserial%2Fweb1"), "{o}");
-    assert!(
-        e.contains("opened with") && e.contains("works once, within 60 s"),
-        "{e}"
-    );
-    let got = virtgate_tests::poll("the browser script", Duration::from_secs(10), || {
-        std::fs::read_to_string(&opened).ok()
-    });
-    assert_eq!(got.trim(), link);
-    assert_eq!(
-        Browser::new(&w, "b").login(link).header("location"),
-        "/ui/serial/web1"
-    );
-
-    // no browser to start: the link is printed with what to do, and that is no failure
-    let out = c.run_env(&["web"], &[("BROWSER", "/nonexistent/browser")]);
-    let (o, e) = text(&out);
-    assert!(out.status.success(), "{o}{e}");
-    assert!(o.trim().contains("/ui/login?ticket="), "{o}");
-    assert!(
-        e.contains("cannot start /nonexistent/browser") && e.contains("open the link above"),
-        "{e}"
-    );
 }
