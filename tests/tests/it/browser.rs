@@ -6,10 +6,12 @@
 //! writes) without a dialog.
 //!
 //! What a user sees is asserted: the domain list (only what the rules allow, buttons by
-//! role), the VNC console drawing the guest's screen (compared with the gateway's own
-//! screenshot) and taking keys (Ctrl+Alt+Del typed into the canvas reboots the guest: its
-//! banner comes again on the serial line), the serial console echoing a typed line, and
-//! shut down / start from the list.
+//! role; a viewer's console page says why not, a hidden domain looks missing), the VNC
+//! console drawing the guest's screen (compared with the gateway's own screenshot) and
+//! taking keys (Ctrl+Alt+Del typed into the canvas reboots the guest: its banner comes
+//! again on the serial line), the serial console echoing a typed line, shut down / start
+//! from the list, the one-time link of `virtgate web --print` in a browser without a
+//! certificate, and 200 console tabs opened and closed leaving no stream open.
 //!
 //! `VIRTGATE_DOCS_SCREENSHOT=1` also writes the VNC console's screenshot to
 //! `docs/browser-console.png` (the README shows it).
@@ -182,6 +184,16 @@ fn the_list_shows_the_allowed_domains_and_the_buttons_of_the_role() {
         !v.exists("a[href=\"/ui/vnc/web1\"]"),
         "no console for a viewer"
     );
+    v.goto(&w.url("/ui/vnc/web1"));
+    let t = v.wait_text("the refusal", PAGE_DEADLINE, |t| !t.trim().is_empty());
+    assert!(
+        t.contains("vnc needs role operator") && t.contains("your role is viewer"),
+        "a viewer opening a console page is told why not: {t}"
+    );
+    // and a domain alice may not see looks missing to her, as in the API
+    b.goto(&w.url("/ui/vnc/db1"));
+    let t = b.wait_text("the refusal", PAGE_DEADLINE, |t| !t.trim().is_empty());
+    assert!(t.contains("404") && !t.contains("role"), "{t}");
 }
 
 /// `virtgate console DOM` of the command-line client, read on a thread: the guest's serial
