@@ -350,3 +350,54 @@ fn sshd_not_listening_names_the_address_and_family() {
     assert!(e.contains("IPv4") && e.contains("refused"), "{e}");
     assert!(e.contains("hint:"), "{e}");
 }
+
+#[test]
+fn virtgate_web_over_ssh_serves_the_pages_on_localhost() {
+    let w = SWorld::start(true);
+    let url = w.url("127.0.0.1", &w.sock);
+    let c = w.client("web", &url, Keys::File, true);
+    let mut cmd = c.cmd();
+    cmd.args(["web", "--print"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("virtgate web");
+    let stdout = child.stdout.take().expect("stdout");
+    let _serving = virtgate_tests::ChildGuard::new(child, "virtgate web");
+    let link = virtgate_tests::LineReader::new(stdout)
+        .next_line(std::time::Duration::from_secs(30))
+        .expect("virtgate web printed no link");
+    assert!(
+        link.starts_with("http://127.0.0.1:") && link.ends_with("&next=%2Fui%2F"),
+        "{link}"
+    );
+    let base = link.split("/ui/login").next().expect("base").to_owned();
+    let jar = w.dir.path().join("jar");
+    let curl = |url: &str| -> (String, String) {
+        let out = virtgate_tests::run(
+            std::process::Command::new(virtgate_tests::system_bin("curl", "curl"))
+                .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-b"])
+                .arg(&jar)
+                .arg("-c")
+                .arg(&jar)
+                .arg(url),
+        );
+        let (o, e) = virtgate_tests::text(&out);
+        assert!(out.status.success(), "curl {url}: {e}");
+        let (body, code) = o.rsplit_once('\n').unwrap_or_default();
+        (code.to_owned(), body.to_owned())
+    };
+    assert_eq!(curl(&format!("{base}/v1/whoami")).0, "401");
+    assert_eq!(curl(&link).0, "303");
+    let (code, body) = curl(&format!("{base}/v1/whoami"));
+    assert_eq!(code, "200", "{body}");
+    let who: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&who["user"], &who["method"]),
+        (&SSH_USER.into(), &"unix".into()),
+        "{who}"
+    );
+    let (code, body) = curl(&format!("{base}/ui/"));
+    assert!(code == "200" && body.contains("<html"), "{code} {body}");
+    let (code, body) = curl(&format!("{base}/v1/domains"));
+    assert!(code == "200" && body.contains("web1"), "{code} {body}");
+}
