@@ -11,7 +11,8 @@
 //! taking keys (Ctrl+Alt+Del typed into the canvas reboots the guest: its banner comes
 //! again on the serial line), the serial console echoing a typed line, shut down / start
 //! from the list, the one-time link of `virtgate web --print` in a browser without a
-//! certificate, and 200 console tabs opened and closed leaving no stream open.
+//! certificate, `virtgate web` over a unix socket serving the consoles to a browser on
+//! 127.0.0.1, and 200 console tabs opened and closed leaving no stream open.
 //!
 //! `VIRTGATE_DOCS_SCREENSHOT=1` also writes the VNC console's screenshot to
 //! `docs/browser-console.png` (the README shows it).
@@ -39,6 +40,8 @@ const GUEST_DEADLINE: Duration = Duration::from_secs(60);
 /// A gateway supervising `web1` (the test guest, VNC + serial) and `db1` (no serial);
 /// alice is operator and vic viewer on `web*`; nobody is granted `db1`. Browsers may also
 /// connect without a certificate and log in with a `virtgate web` link (`ticket_login`).
+/// The gateway also listens on a unix socket (`DIR/gw.sock`), where the local user (the
+/// tester) is operator on `web*`.
 struct BWorld {
     pki: Pki,
     alice: ClientCert,
@@ -71,6 +74,8 @@ impl BWorld {
             )
             .rule(&["alice"], &["web*"], "operator")
             .rule(&["vic"], &["web*"], "viewer")
+            .rule(&[&me()], &["web*"], "operator")
+            .unix(&dir.path().join("gw.sock"))
             .extra("[web]\nticket_login = true\n")
             .start(&dir.path().join("gw"));
         let cli = ClientUser::new(&dir.path().join("cli"), &gateway.url(0), &alice);
@@ -98,6 +103,12 @@ impl BWorld {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.https(0))
     }
+}
+
+/// The local user's name (a unix-socket connection is this user).
+fn me() -> String {
+    let out = virtgate_tests::run(std::process::Command::new("id").arg("-un"));
+    text(&out).0.trim().to_owned()
 }
 
 /// A browser in `dir` trusting the gateway's CA and presenting `cert` to it.
@@ -490,4 +501,55 @@ fn two_hundred_console_tabs_opened_and_closed_leave_no_stream_behind() {
         "streams still open after every tab closed: {last}\n{}",
         tunnels.join("\n")
     );
+}
+
+#[test]
+fn virtgate_web_over_a_unix_socket_serves_the_consoles_to_the_browser() {
+    let w = BWorld::start();
+    let c = ClientUser::new(
+        &w.dir.path().join("unix"),
+        &format!("virtgate+unix://{}", w.dir.path().join("gw.sock").display()),
+        &w.alice,
+    );
+    let mut cmd = c.cmd();
+    cmd.args(["web", "web1", "--print"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start virtgate web");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let _serving = ChildGuard::new(child, "virtgate web");
+    let link = virtgate_tests::LineReader::new(stdout)
+        .next_line(PAGE_DEADLINE)
+        .expect("virtgate web printed no link");
+    let base = link
+        .split("/ui/login")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{link}");
+
+    // a browser with no certificate and no CA: the pages come from virtgate web itself
+    let b = ChromiumBuilder::new(&w.dir.path().join("local")).start();
+    b.goto(&link);
+    assert_eq!(b.url(), format!("{base}/ui/vnc/web1"));
+    wait_connected(&b);
+    let f = poll("the guest's screen in the canvas", PAGE_DEADLINE, || {
+        let f = guest_screen_fraction(&b.element_screenshot("#screen canvas"));
+        (f > 0.9).then_some(f)
+    });
+    assert!(f > 0.9);
+    b.goto(&format!("{base}/ui/serial/web1"));
+    wait_connected(&b);
+    b.send_keys(".xterm-helper-textarea", "typed through virtgate web\n");
+    b.wait_js(
+        "the guest's echo in the terminal",
+        "const r = document.querySelector('.xterm-rows');
+         return r && r.innerText.includes('typed through virtgate web');",
+        GUEST_DEADLINE,
+    );
+    b.goto(&format!("{base}/ui/"));
+    let me = me();
+    b.wait_text("who is signed in", PAGE_DEADLINE, |t| {
+        t.contains(&format!("Signed in as {me} (unix)"))
+    });
 }
