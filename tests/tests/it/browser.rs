@@ -153,6 +153,46 @@ fn the_browser_presents_the_client_certificate_without_a_dialog() {
     let who: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(who["user"], "alice", "{who}");
     assert_eq!(who["method"], "certificate", "{who}");
+
+    // the trust is the CA imported into the browser's NSS database, nothing more: without
+    // it the same browser set-up refuses the gateway's certificate
+    let untrusting = ChromiumBuilder::new(&w.dir.path().join("untrusting"))
+        .client_cert(&w.alice, &w.gateway.https(0))
+        .start();
+    untrusting.goto(&format!("{}/v1/whoami", w.gateway.https(0)));
+    let t = untrusting.body_text();
+    assert!(
+        t.contains("NET::ERR_CERT_AUTHORITY_INVALID") && !t.contains("alice"),
+        "{t}"
+    );
+
+    // dropping the fixture stops chromedriver and every browser process (its group)
+    let group = untrusting.driver_pid();
+    assert!(
+        !live_in_group(group).is_empty(),
+        "the browser runs in group {group}"
+    );
+    drop(untrusting);
+    poll("the browser's processes gone", PAGE_DEADLINE, || {
+        live_in_group(group).is_empty().then_some(())
+    });
+}
+
+/// Processes of process group `group` that have not exited (zombies left out: orphans
+/// are reaped slowly here).
+fn live_in_group(group: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid pgrp …: comm may hold spaces, so split after its ')'
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 2 && f[0] != "Z" && f[2] == group.to_string()
+        })
+        .collect()
 }
 
 #[test]
