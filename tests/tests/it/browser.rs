@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use virtgate_tests::fixture::chromium::pids_with_arg;
 use virtgate_tests::fixture::guest::BANNER;
 use virtgate_tests::{
     curl, guest_kernel, guest_screen_fraction, metric, poll, text, ChildGuard, Chromium,
@@ -168,14 +169,26 @@ fn the_browser_presents_the_client_certificate_without_a_dialog() {
 
     // dropping the fixture stops chromedriver and every browser process (its group)
     let group = untrusting.driver_pid();
+    let crash = untrusting.crash_handler_arg();
     assert!(
         !live_in_group(group).is_empty(),
         "the browser runs in group {group}"
     );
     drop(untrusting);
     poll("the browser's processes gone", PAGE_DEADLINE, || {
-        live_in_group(group).is_empty().then_some(())
+        let left = pids_with_arg(&crash)
+            .into_iter()
+            .filter(|p| !is_zombie(*p))
+            .count();
+        (live_in_group(group).is_empty() && left == 0).then_some(())
     });
+}
+
+/// Has process `pid` exited and awaits its reaping?
+fn is_zombie(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace().next() == Some("Z")
 }
 
 /// Processes of process group `group` that have not exited (zombies left out: orphans
