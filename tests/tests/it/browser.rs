@@ -12,7 +12,8 @@
 //! again on the serial line), the serial console echoing a typed line, shut down / start
 //! from the list, the one-time link of `virtgate web --print` in a browser without a
 //! certificate, `virtgate web` over a unix socket serving the consoles to a browser on
-//! 127.0.0.1, and 200 console tabs opened and closed leaving no stream open.
+//! 127.0.0.1, a browser with a Kerberos ticket and no certificate logging in with
+//! Negotiate, and 200 console tabs opened and closed leaving no stream open.
 //!
 //! `VIRTGATE_DOCS_SCREENSHOT=1` also writes the VNC console's screenshot to
 //! `docs/browser-console.png` (the README shows it).
@@ -605,4 +606,95 @@ fn virtgate_web_over_a_unix_socket_serves_the_consoles_to_the_browser() {
     b.wait_text("who is signed in", PAGE_DEADLINE, |t| {
         t.contains(&format!("Signed in as {me} (unix)"))
     });
+}
+
+/// What a browser needs to log in with Kerberos (SPNEGO, `Negotiate`): Negotiate is only
+/// answered with the user's ticket for allowed servers (the switch, or the managed policy
+/// `AuthServerAllowlist`: both checked, same result), and the service it asks a ticket for
+/// must be `HTTP/localhost`: no CNAME lookup, no port in the name (Chromium's default).
+/// Chromium dlopens `libgssapi_krb5.so.2` and finds the ticket cache through `KRB5CCNAME`.
+const NEGOTIATE_ARGS: &[&str] = &[
+    "--auth-server-allowlist=localhost",
+    "--disable-auth-negotiate-cname-lookup",
+];
+
+/// Open `url`; a fresh Chromium (156) refuses the very first Negotiate challenge of its
+/// life (net log: `AUTH_HANDLER_CREATE_RESULT` with `ERR_UNSUPPORTED_AUTH_SCHEME`, before it
+/// loads the GSSAPI library; with the switch or the policy alike) and shows the 401; its next
+/// request (the favicon) negotiates and binds the connection. So when the first load is the
+/// 401, load the page once more, as a user would. Returns the page's text.
+fn goto_negotiated(b: &Chromium, url: &str) -> String {
+    let done = |t: &str| t.contains("Signed in as") || t.contains("authentication required");
+    b.goto(url);
+    let t = b.wait_text("the page", PAGE_DEADLINE, done);
+    if !t.contains("authentication required") {
+        return t;
+    }
+    b.goto(url);
+    b.wait_text("the page, loaded again", PAGE_DEADLINE, done)
+}
+
+#[test]
+fn a_browser_with_a_kerberos_ticket_logs_in_with_negotiate() {
+    use virtgate_tests::fixture::kdc::{Kdc, REALM};
+    let dir = virtgate_tests::tempdir();
+    let pki = Pki::new(dir.path(), "ca");
+    let kdc = Kdc::start(&dir.path().join("kdc"));
+    kdc.add_user("alice", "alice-pw");
+    let keytab = kdc.add_service("HTTP/localhost");
+    let web1 = QemuBuilder::new("web1").start(dir.path());
+    let db1 = QemuBuilder::new("db1").start(dir.path());
+    let gateway = GatewayBuilder::new(&pki)
+        .domain(web1.domain_toml())
+        .domain(db1.domain_toml())
+        .rule(&["alice"], &["web*"], "operator")
+        .extra(&format!(
+            "[kerberos]\nservice = \"HTTP\"\nhost = \"localhost\"\nstrip_realm = [\"{REALM}\"]\nkeytab = {:?}\n",
+            keytab.display().to_string()
+        ))
+        .env("KRB5_CONFIG", &kdc.krb5_conf)
+        .env("KRB5RCACHEDIR", dir.path())
+        .start(&dir.path().join("gw"));
+    // the service principal is HTTP/localhost: the browser must name the host
+    let url = format!("https://localhost:{}/ui/", gateway.addrs[0].port());
+    let cc = dir.path().join("cc-alice");
+    kdc.kinit("alice", "alice-pw", &cc, None);
+
+    // no client certificate: only the CA, the switches and the ticket cache
+    let kerberized = |name: &str, cc: &Path| {
+        NEGOTIATE_ARGS
+            .iter()
+            .fold(ChromiumBuilder::new(&dir.path().join(name)), |b, a| {
+                b.arg(a)
+            })
+            .trust(&pki.ca_pem)
+            .env("KRB5_CONFIG", &kdc.krb5_conf)
+            .env("KRB5CCNAME", format!("FILE:{}", cc.display()))
+            .start()
+    };
+
+    let b = kerberized("kerberos", &cc);
+    let t = goto_negotiated(&b, &url);
+    assert!(
+        t.contains("Signed in as alice") && t.contains("kerberos"),
+        "the browser logs in with its ticket: {t}\nchromedriver:\n{}",
+        b.driver_log_tail()
+    );
+    b.wait_js("web1's row", &cell_js("web1", "state"), PAGE_DEADLINE);
+    let names =
+        b.js("return [...document.querySelectorAll('#domains th')].map(th => th.textContent)");
+    assert_eq!(names, serde_json::json!(["web1"]), "db1 is nobody's");
+    assert_eq!(b.js(&cell_js("web1", "role")), "operator");
+    drop(b);
+
+    // the same browser with an empty ticket cache is refused, however often it tries
+    let n = kerberized("noticket", &dir.path().join("cc-empty"));
+    let refused = goto_negotiated(&n, &url);
+    assert!(
+        refused.contains("authentication required")
+            && refused.contains("kinit")
+            && !refused.contains("Signed in"),
+        "no ticket, no login: {refused}"
+    );
+    assert!(!refused.contains("web1"), "{refused}");
 }
