@@ -50,6 +50,10 @@ packages=(
     # the web console driven by a real browser (tests/src/fixture/chromium.rs): headless
     # Chromium and its WebDriver server from Debian; nothing downloads a browser or a driver
     chromium chromium-driver
+    # hostile clients (tests/tests/it/hostile.rs): HTTP/2 attackers written with python's
+    # h2/hyperframe, run by /usr/bin/python3 in processes of their own; the soak's plot
+    # (scripts/soak.sh → docs/soak.png) is drawn with matplotlib
+    python3-h2 python3-matplotlib
 )
 
 missing=()
