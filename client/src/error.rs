@@ -111,6 +111,32 @@ pub enum Error {
         /// Why not, already a sentence fragment (`No such file or directory`).
         reason: String,
     },
+    /// The private key file may be read or written by group or others ([`crate::perms`]).
+    #[error(
+        "the key {} is {} (mode {mode:04o}): whoever can read it can use it or try \
+         passphrases offline",
+        path.display(),
+        crate::perms::judge(*mode, crate::perms::KEY_BITS).unwrap_or_default()
+    )]
+    KeyOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The CA file may be written by group or others ([`crate::perms`]).
+    #[error(
+        "the CA file {} is {} (mode {mode:04o}): whoever can change it can make virtgate \
+         trust a gateway of their own",
+        path.display(),
+        crate::perms::judge(*mode, crate::perms::CA_BITS).unwrap_or_default()
+    )]
+    CaWritable {
+        /// The CA file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A key or certificate file cannot be used: missing, not a key, wrong passphrase, ...
     /// (the message names the file).
     #[error(transparent)]
@@ -397,6 +423,12 @@ impl Error {
                 "check the path (relative paths in a profile are relative to the config file's \
                  folder) and that it is a PEM {what}"
             ),
+            Error::KeyOpen { path, .. } => format!(
+                "run chmod 600 {} (a private key must be yours alone; OpenSSH refuses such \
+                 keys too)",
+                path.display()
+            ),
+            Error::CaWritable { path, .. } => format!("run chmod go-w {}", path.display()),
             Error::KeyFile(e) => e.hint()?,
             Error::PassphraseCommand { .. } => {
                 "run the command by hand to see what it needs, or fix `passphrase_command` in the profile"

@@ -73,6 +73,8 @@
 //!   network, TLS, gateway; Kerberos and SSH), one file per stage.
 //! - [`shared`]: `virtgate up` / `down`: one unlock and one gateway connection that every
 //!   command of the profile uses through a private local socket (ControlMaster-like).
+//! - [`perms`]: modes of the key and CA files (a key group or others may read or write is
+//!   refused like OpenSSH does; a CA they may write too), with the `chmod` that fixes them.
 //! - [`sockets`]: the per-user runtime folder and private 0600 sockets (`libvirt`, `up`).
 //! - [`error`]: every failure with a message and a hint (TLS alerts, GSS-API statuses, SSH
 //!   host keys, logins and channel refusals in words).
@@ -86,6 +88,7 @@ pub mod cli;
 pub mod cmd;
 pub mod error;
 pub mod passphrase;
+pub mod perms;
 pub mod pkcs11;
 pub mod profile;
 pub mod session;

@@ -244,8 +244,9 @@ fn tls_setup_error(e: &rustls::Error) -> Error {
     }
 }
 
-/// The CA file as the only trust anchors.
+/// The CA file as the only trust anchors; refused when group or others may write it.
 pub fn load_roots(ca: &Path) -> Result<RootCertStore, Error> {
+    crate::perms::check_ca(ca)?;
     let mut roots = RootCertStore::empty();
     for cert in keyfile::load_certs(ca)? {
         roots.add(cert).map_err(|e| Error::File {
@@ -260,11 +261,13 @@ pub fn load_roots(ca: &Path) -> Result<RootCertStore, Error> {
 /// Load the client key; its passphrase is asked from the configured sources only when the
 /// key is encrypted. A source's own failure (command failed, no terminal) is reported as is.
 /// A passphrase typed at the prompt may be retried; one from a file, the environment or a
-/// command is not (it would be wrong again).
+/// command is not (it would be wrong again). A key group or others may read or write is
+/// refused before anything is asked.
 fn load_key(
     key: &Path,
     settings: &Settings,
 ) -> Result<rustls::pki_types::PrivateKeyDer<'static>, Error> {
+    crate::perms::check_key(key)?;
     let prompting = settings.passphrase.source() == Source::Prompt;
     let mut tries = 0;
     loop {

@@ -1,7 +1,8 @@
 //! The steps on this machine, before any network: the config file (found, parses, not
-//! readable by others), the profile and its URL, the CA file, the client certificate (its
-//! dates, its issuer, whether the CA file verifies it) and the key (readable, decryptable with
-//! the usual passphrase sources, not readable by others). The key is unlocked by the
+//! readable by others), the profile and its URL, the CA file (not writable by group or
+//! others: `crate::perms`), the client certificate (its dates, its issuer, whether the CA
+//! file verifies it) and the key (not readable or writable by group or others, decryptable
+//! with the usual passphrase sources). The key is unlocked by the
 //! transport's own preparation ([`Transport::prepare`]), so `doctor` judges exactly what
 //! every other command would load, PKCS#11 keys included.
 
@@ -255,8 +256,9 @@ fn verifies(
     }
 }
 
-/// The key: not readable by others, and what preparing the transport (reading and unlocking
-/// it) said. `files_ok` says whether the CA file and certificate could be read: when not,
+/// The key: what preparing the transport (refusing a key group or others may read or
+/// write, reading and unlocking it) said; its mode alone when the CA file or certificate
+/// stopped the preparation first. `files_ok` says whether the CA file and certificate could be read: when not,
 /// the preparation failed on them, not on the key.
 pub fn key(
     report: &mut Report,
@@ -278,10 +280,13 @@ pub fn key(
     let shown = path.display().to_string();
     let hardware = shown.starts_with("pkcs11:");
     match prepared {
-        Err(_) if !files_ok => report.skip(
-            "key",
-            format!("{shown}: not checked (the CA file or certificate above cannot be read)"),
-        ),
+        Err(_) if !files_ok => match crate::perms::check_key(path) {
+            Err(e) if !hardware => report.fail("key", &e),
+            _ => report.skip(
+                "key",
+                format!("{shown}: not checked (the CA file or certificate above cannot be used)"),
+            ),
+        },
         Err(e) => report.fail("key", e),
         Ok(_) if hardware => report.ok("key", format!("{shown}: found on the token")),
         Ok(_) => {
@@ -292,16 +297,11 @@ pub fn key(
                 ),
                 _ => "not encrypted".into(),
             };
-            let detail = format!("{shown}: {how}, and it belongs to the certificate");
-            match readable_by_others(path) {
-                Some(mode) => report.add_hint(
-                    "key",
-                    Status::Warn,
-                    format!("{detail}; readable by others (mode {mode:04o})"),
-                    format!("chmod 600 {shown}: whoever can read it can try passphrases offline"),
-                ),
-                None => report.ok("key", detail),
-            }
+            // a key group or others may read or write never gets here: preparing refused it
+            report.ok(
+                "key",
+                format!("{shown}: {how}, yours alone, and it belongs to the certificate"),
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 //! now with the file named, not at the first connection as a TLS alert:
 //!
 //! - the CA and the certificate are readable PEM certificates;
+//! - the key file is the user's alone (`crate::perms`: every command would refuse it);
 //! - the certificate belongs to the key: an unencrypted key is compared directly; an
 //!   encrypted one (whose public key cannot be read without its passphrase, PKCS#8
 //!   encrypts it whole) is compared through the request `virtgate enroll` left next to it
@@ -75,6 +76,7 @@ pub fn key_matches(
             "the key is on a token: the first connection compares it".into(),
         ));
     }
+    crate::perms::check_key(key)?;
     let mismatch = |request: Option<PathBuf>| -> Error {
         SetupFailure::CertKeyMismatch {
             cert: cert.path.clone(),
