@@ -97,6 +97,12 @@ impl World {
             .rule(&["*"], &["*"], "admin")
             .limit("max_connections", 20000)
             .limit("max_streams_per_connection", 2000)
+            // P4 opens its connections PARALLEL_HANDSHAKES at a time from one address, and
+            // P5 opens its tunnels as one user
+            .limit("max_pending_handshakes", 4096)
+            .limit("max_pending_per_address", 4096)
+            .limit("max_connections_per_user", 20000)
+            .limit("max_tunnels_per_user", 20000)
             .env("RUST_LOG", "info")
             .start(&gwdir)
     }

@@ -10,7 +10,8 @@
 //!   bind → backend → reload task → pidfile + READY → serve
 //!   config/   gateway.toml → Config (deny_unknown_fields, FILE:LINE:COL errors) → validate
 //!   listen/   TCP [::]:PORT dual-stack (socket2) and unix socket; accept loops, connection
-//!             limit, per-connection span; TLS handshake with a timeout
+//!             limits, per-connection span; TLS handshake with a timeout
+//!   pending.rs the budget of unauthenticated connections: per address, shed the oldest
 //!   authn/    who is it: TLS client certificate CN (tls.rs), unix peer uid (peercred.rs),
 //!             Kerberos principal (kerberos.rs: acceptor, token steps, strip_realm;
 //!             keytab.rs: search order and why each keytab failed; gss_ffi.rs: the only
@@ -43,6 +44,7 @@
 //!             new configuration before swapping, then has sessions re-checked
 //!   sessions.rs live connections (with their certificates) and streams, each with a token
 //!             that closes it when a reload takes its right back
+//!   quota.rs  per-user counts of connections and tunnels (limits.max_*_per_user)
 //!   service.rs  systemd notify (READY/RELOADING/STOPPING/watchdog) and the pidfile
 //!   events.rs one shared poller (only while someone listens): list → diff → broadcast
 //!   audit.rs  one JSON line per authorization decision and per lifecycle outcome
@@ -68,6 +70,8 @@ pub mod events;
 pub mod listen;
 pub mod live;
 pub mod metrics;
+pub mod pending;
+pub mod quota;
 pub mod reload;
 pub mod service;
 pub mod sessions;
@@ -412,6 +416,10 @@ pub async fn serve(listeners: Listeners, state: Arc<api::State>, limits: &config
     let ctx = Arc::new(listen::Accept {
         state: state.clone(),
         permits: Arc::new(Semaphore::new(limits.max_connections)),
+        pending: pending::Budget::new(
+            limits.max_pending_handshakes,
+            limits.max_pending_per_address,
+        ),
         next_id: AtomicU64::new(0),
         handshake_timeout: Duration::from_secs(limits.handshake_timeout_s),
         tracker: connections.clone(),

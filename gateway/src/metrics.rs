@@ -43,8 +43,11 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections that finished authentication.
     pub connections_authenticated: AtomicU64,
-    /// Connections refused because `limits.max_connections` were open.
+    /// Connections refused over a limit: `limits.max_connections`,
+    /// `max_connections_per_user` or `max_pending_per_address`.
     pub connections_refused: AtomicU64,
+    /// Unauthenticated connections shed for newer ones (`limits.max_pending_handshakes`).
+    pub handshakes_shed: AtomicU64,
     /// Connections currently open (accepted and not yet closed).
     pub connections_open: AtomicU64,
     /// Failed authentications by [`AuthFailure`].
@@ -151,8 +154,14 @@ impl Metrics {
         family(
             "virtgate_connections_refused_total",
             "counter",
-            "Connections closed at once because limits.max_connections were open.",
+            "Connections refused over limits.max_connections, max_connections_per_user or max_pending_per_address.",
             &one(&self.connections_refused),
+        );
+        family(
+            "virtgate_handshakes_shed_total",
+            "counter",
+            "Unauthenticated connections closed for newer ones (limits.max_pending_handshakes full).",
+            &one(&self.handshakes_shed),
         );
         family(
             "virtgate_connections_open",

@@ -58,6 +58,8 @@ pub struct Registry {
     streams: Mutex<HashMap<u64, Stream>>,
     /// Browser tickets and session cookies: re-checked with the connections.
     pub web: crate::web::session::Store,
+    /// Connections and streams per user, against `limits.max_*_per_user`.
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 /// A registered connection: its id, and the token that closes it. Unregisters on drop.

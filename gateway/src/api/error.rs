@@ -10,7 +10,9 @@
 //! `domain-not-running` (409: reboot, screenshot, ... of a domain that is off),
 //! `not-managed` (409: start of a QEMU domain the gateway does not supervise),
 //! `shutdown-timeout` (504: the guest did not power off in time and `force` was not set),
-//! `libvirt-not-available` (404: `/v1/libvirt` on a gateway without a libvirt backend).
+//! `libvirt-not-available` (404: `/v1/libvirt` on a gateway without a libvirt backend),
+//! `limit-reached` (429: a per-user limit of `[limits]`, named; 503: the gateway's
+//! `limits.max_connections`).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -125,6 +127,35 @@ pub fn bad_request(detail: impl Into<String>, hint: &str) -> ApiError {
     Problem::new(400, "bad-request", "bad request")
         .detail(detail)
         .hint(hint)
+        .into()
+}
+
+/// A per-user quota of `[limits]` is full (429), named with what to do.
+pub fn quota_exceeded(e: &crate::quota::Exceeded) -> ApiError {
+    let hint = match e.kind {
+        crate::quota::Kind::Connections => format!(
+            "close other virtgate sessions of {} (`virtgate up` shares one connection between commands); the administrator can raise {} in gateway.toml",
+            e.user,
+            e.kind.key()
+        ),
+        crate::quota::Kind::Tunnels => format!(
+            "close consoles, viewers or `virtgate events` you no longer use; the administrator can raise {} in gateway.toml",
+            e.kind.key()
+        ),
+    };
+    Problem::new(429, "limit-reached", "limit reached")
+        .detail(e.to_string())
+        .hint(hint)
+        .into()
+}
+
+/// Every connection the gateway serves at once is taken (`limits.max_connections`).
+pub fn over_capacity(limit: usize) -> ApiError {
+    Problem::new(503, "limit-reached", "the gateway is at its connection limit")
+        .detail(format!(
+            "the gateway serves {limit} connections at once (limits.max_connections = {limit}) and all are in use"
+        ))
+        .hint("try again in a moment; the administrator can raise limits.max_connections in gateway.toml")
         .into()
 }
 

@@ -43,6 +43,7 @@ pub async fn handle(
     if !d.allowed {
         return Err(error::no_role_anywhere("the event stream"));
     }
+    let guard = conn.hold(state, id, None, Action::Events)?;
     // Subscribe before the snapshot, so no change falls between the two.
     let rx = state.events.subscribe();
     let domains = state.backend.list().await.map_err(|e| error::backend(&e))?;
@@ -58,7 +59,7 @@ pub async fn handle(
         rx,
         initial,
         stop: state.events.stopping(),
-        guard: conn.hold(state, id, None, Action::Events),
+        guard,
     };
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
         let bytes = sub.next().await?;

@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 use virtgate_proto::{
-    ApiPath, PathError, TunnelKind, PROTOCOL_HEADER, PROTOCOL_VERSION, TUNNEL_PROTOCOL,
+    ApiPath, PathError, Problem, TunnelKind, PROTOCOL_HEADER, PROTOCOL_VERSION, TUNNEL_PROTOCOL,
 };
 
 use crate::authn::Identity;
@@ -92,15 +92,38 @@ pub struct Held {
     pub guard: StreamGuard,
     /// The connection is busy while the stream lives.
     _busy: liveness::Busy,
+    /// Its place in the user's `limits.max_tunnels_per_user`.
+    _quota: crate::quota::Held,
 }
 
 impl ConnCtx {
-    /// Register a stream that `id` may open as `action` on `domain`.
-    pub fn hold(&self, state: &State, id: &Identity, domain: Option<&str>, action: Action) -> Held {
-        Held {
+    /// Register a stream that `id` may open as `action` on `domain`, unless the user holds
+    /// `limits.max_tunnels_per_user` already (429, named). Call it before opening anything
+    /// on the backend: a refusal then leaves nothing to close.
+    pub fn hold(
+        &self,
+        state: &State,
+        id: &Identity,
+        domain: Option<&str>,
+        action: Action,
+    ) -> Result<Held, ApiError> {
+        let quota = state
+            .registry
+            .quotas
+            .take(
+                &id.user,
+                crate::quota::Kind::Tunnels,
+                state.limits.max_tunnels_per_user,
+            )
+            .map_err(|e| {
+                tracing::warn!(user = %id.user, limit = e.limit, "limits.max_tunnels_per_user reached; stream refused");
+                error::quota_exceeded(&e)
+            })?;
+        Ok(Held {
             guard: state.registry.stream(self.id, id, domain, action),
             _busy: self.live.busy(),
-        }
+            _quota: quota,
+        })
     }
 }
 
@@ -144,8 +167,17 @@ impl Keepalive {
 /// requests finish, until `shutdown.force`). A connection still waiting for its Negotiate
 /// login is closed the same way after too many refused tokens or when
 /// `limits.handshake_timeout_s` pass without a login.
-pub async fn serve_connection<IO>(io: IO, state: Arc<State>, auth: ConnAuth, registered: ConnGuard)
-where
+///
+/// `refused`: the connection is over a limit (`limits.max_connections`, or its user's
+/// `max_connections_per_user`): every request is answered with that problem, and the
+/// connection closes after the first answer, so the client learns which limit it hit.
+pub async fn serve_connection<IO>(
+    io: IO,
+    state: Arc<State>,
+    auth: ConnAuth,
+    registered: ConnGuard,
+    refused: Option<ApiError>,
+) where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let auth = Arc::new(auth);
@@ -187,8 +219,28 @@ where
         fds: Arc::new(descriptors::Table::default()),
         live: live.clone(),
     });
+    // a refused connection gets the login deadline to ask and hear why, then goes
+    let refusal_deadline = refused.is_some().then_some(login_deadline);
+    let refused = refused.map(|e| Arc::new(e.problem));
+    let answered = tokio_util::sync::CancellationToken::new();
+    let answered_by_service = answered.clone();
     let service = hyper::service::service_fn(move |req| {
-        handle(state.clone(), conn_auth.clone(), conn_ctx.clone(), req).instrument(span.clone())
+        let refused = refused.clone();
+        let answered = answered_by_service.clone();
+        let handled = handle(state.clone(), conn_auth.clone(), conn_ctx.clone(), req);
+        async move {
+            match refused {
+                Some(p) => {
+                    answered.cancel();
+                    let mut r = ApiError::from(Problem::clone(&p)).into_response();
+                    r.headers_mut()
+                        .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+                    Ok(r)
+                }
+                None => handled.await,
+            }
+        }
+        .instrument(span.clone())
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -205,6 +257,13 @@ where
         _ = async {
             tokio::select! {
                 _ = shutdown.begin.cancelled() => {}
+                _ = answered.cancelled() => {}
+                _ = async {
+                    match refusal_deadline {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 _ = auth.must_close(login_deadline) => {}
                 _ = async {
                     match idle_limit {

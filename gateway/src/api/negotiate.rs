@@ -61,6 +61,13 @@ pub struct Pending {
     web: AtomicBool,
     /// Fired to close the connection (too many failures).
     close: CancellationToken,
+    /// Its place among the pending connections ([`crate::pending`]), given back at login
+    /// (or the first valid session cookie).
+    slot: std::sync::Mutex<Option<crate::pending::Slot>>,
+    /// Fires when the pending budget sheds this connection before it logged in.
+    shed: CancellationToken,
+    /// Its place in the user's `limits.max_connections_per_user`, from its login on.
+    quota: OnceLock<crate::quota::Held>,
 }
 
 /// Why an `Authorization: Negotiate` header gives no token.
@@ -110,7 +117,13 @@ pub fn negotiate_header(token: &[u8]) -> Option<HeaderValue> {
 
 impl ConnAuth {
     /// A connection that must log in with Negotiate.
-    pub fn pending(acceptor: Option<Arc<Acceptor>>, peer: String) -> ConnAuth {
+    /// `slot`: its place among the pending connections, kept until it logs in.
+    pub fn pending(
+        acceptor: Option<Arc<Acceptor>>,
+        peer: String,
+        slot: Option<crate::pending::Slot>,
+    ) -> ConnAuth {
+        let shed = slot.as_ref().map(|s| s.shed.clone()).unwrap_or_default();
         ConnAuth::Pending(Arc::new(Pending {
             acceptor,
             peer,
@@ -119,6 +132,9 @@ impl ConnAuth {
             failures: AtomicU32::new(0),
             web: AtomicBool::new(false),
             close: CancellationToken::new(),
+            slot: std::sync::Mutex::new(slot),
+            shed,
+            quota: OnceLock::new(),
         }))
     }
 
@@ -150,6 +166,7 @@ impl ConnAuth {
     pub fn note_session(&self) {
         if let ConnAuth::Pending(p) = self {
             p.web.store(true, Relaxed);
+            p.leave_budget();
         }
     }
 
@@ -161,6 +178,9 @@ impl ConnAuth {
         };
         tokio::select! {
             _ = p.close.cancelled() => {}
+            _ = p.shed.cancelled() => {
+                tracing::info!(peer = %p.peer, "no login yet and the pending budget is full (limits.max_pending_handshakes): shed for a newer connection");
+            }
             _ = tokio::time::sleep(deadline) => {
                 if p.identity.get().is_some() || p.web.load(Relaxed) {
                     return std::future::pending().await;
@@ -225,6 +245,21 @@ impl Pending {
                     principal: Some(principal),
                     peer: Some(self.peer.clone()),
                 });
+                let quota = state
+                    .registry
+                    .quotas
+                    .take(
+                        &id.user,
+                        crate::quota::Kind::Connections,
+                        state.limits.max_connections_per_user,
+                    )
+                    .map_err(|e| {
+                        tracing::warn!(user = %e.user, limit = e.limit, "limits.max_connections_per_user reached; Kerberos login refused, closing");
+                        self.close.cancel();
+                        error::quota_exceeded(&e)
+                    })?;
+                let _ = self.quota.set(quota);
+                self.leave_budget();
                 let id = self.identity.get_or_init(|| id).clone();
                 state
                     .metrics
@@ -243,6 +278,12 @@ impl Pending {
             }
             Step::Failed(f) => Err(self.refuse(state, f.detail, &f.gss, &f.hint)),
         }
+    }
+
+    /// Logged in: no longer pending, its place in the budget is free for others.
+    fn leave_budget(&self) {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(slot);
     }
 
     /// Count and log a refused token; close the connection after [`MAX_FAILURES`].

@@ -85,6 +85,7 @@ pub(crate) async fn console(
         }
     };
     authorize(state, id, Some(name), action)?;
+    let guard = conn.hold(state, id, Some(name), action)?;
     let tunnel_id = state.next_tunnel.fetch_add(1, Relaxed);
     let span = tracing::info_span!("tunnel", id = tunnel_id, domain = %name, kind = kind.as_str());
     let backend = match state
@@ -99,7 +100,6 @@ pub(crate) async fn console(
             return Err(error::backend(&e));
         }
     };
-    let guard = conn.hold(state, id, Some(name), action);
     Ok(Console {
         backend,
         span,
@@ -126,6 +126,7 @@ pub async fn open_libvirt(
     read_only: bool,
 ) -> Result<Response<Body>, ApiError> {
     authorize(state, id, None, libvirt_action(read_only))?;
+    let guard = conn.hold(state, id, None, libvirt_action(read_only))?;
     let path = state
         .backend
         .libvirt_socket(read_only)
@@ -160,7 +161,6 @@ pub async fn open_libvirt(
         read_only,
         calls: Mutex::new(Default::default()),
     });
-    let guard = conn.hold(state, id, None, libvirt_action(read_only));
     Ok(run_tunnel(
         state,
         req,
@@ -191,7 +191,7 @@ pub async fn open_descriptor(
 ) -> Result<Response<Body>, ApiError> {
     authorize(state, id, None, libvirt_action(read_only))?;
     let fds = &conn.fds;
-    let guard = conn.hold(state, id, None, libvirt_action(read_only));
+    let guard = conn.hold(state, id, None, libvirt_action(read_only))?;
     let tunnel_id = state.next_tunnel.fetch_add(1, Relaxed);
     let kind = TunnelKind::LibvirtFd { read_only, id: fd };
     let span = tracing::info_span!(

@@ -285,12 +285,29 @@ pub struct Audit {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Connections served at once over all listeners; more are closed right away.
+    /// Connections served at once over all listeners. A client over it finishes its TLS
+    /// handshake and is answered 503 naming this limit; unauthenticated connections count
+    /// at most `max_pending_handshakes` of it.
     pub max_connections: usize,
-    /// Concurrent HTTP/2 streams (calls and tunnels) per connection.
+    /// Concurrent HTTP/2 streams (calls and tunnels) per connection (SETTINGS_MAX_CONCURRENT_
+    /// STREAMS: a client waits for a free stream rather than failing).
     pub max_streams_per_connection: u32,
-    /// Seconds a peer has to finish the TLS handshake.
+    /// Seconds a peer has to finish the TLS handshake (and a certificate-less one to log in).
     pub handshake_timeout_s: u64,
+    /// TCP connections not yet authenticated (TLS handshake under way, or a certificate-less
+    /// connection before its Kerberos login), over all addresses. When full, the oldest
+    /// pending connection of the address holding the most is closed for a new one: a flood
+    /// of idle or trickling connections cannot lock users out (default 256).
+    pub max_pending_handshakes: usize,
+    /// Pending (unauthenticated) connections from one IPv4 address or IPv6 /64; more from
+    /// there are closed at once (default 16).
+    pub max_pending_per_address: usize,
+    /// Authenticated connections one user may hold at once; the next is answered 429 naming
+    /// this limit (default 64).
+    pub max_connections_per_user: usize,
+    /// Tunnels, consoles and event streams one user may have open at once over all their
+    /// connections; the next is answered 429 naming this limit (default 1024).
+    pub max_tunnels_per_user: usize,
     /// Seconds open connections get to finish after SIGTERM/SIGINT.
     pub drain_timeout_s: u64,
     /// Seconds without a frame from a client after which it is sent an HTTP/2 PING (default
@@ -316,6 +333,10 @@ impl Default for Limits {
             max_connections: 1024,
             max_streams_per_connection: 256,
             handshake_timeout_s: 10,
+            max_pending_handshakes: 256,
+            max_pending_per_address: 16,
+            max_connections_per_user: 64,
+            max_tunnels_per_user: 1024,
             drain_timeout_s: 10,
             keepalive_interval_s: 5,
             keepalive_timeout_s: 5,

@@ -235,10 +235,43 @@ fn limits(config: &Config, p: &mut Problems) {
         ("limits.handshake_timeout_s", l.handshake_timeout_s),
         ("limits.keepalive_interval_s", l.keepalive_interval_s),
         ("limits.keepalive_timeout_s", l.keepalive_timeout_s),
+        (
+            "limits.max_pending_handshakes",
+            l.max_pending_handshakes as u64,
+        ),
+        (
+            "limits.max_pending_per_address",
+            l.max_pending_per_address as u64,
+        ),
+        (
+            "limits.max_connections_per_user",
+            l.max_connections_per_user as u64,
+        ),
+        ("limits.max_tunnels_per_user", l.max_tunnels_per_user as u64),
     ] {
         if value == 0 {
             p.add(key, "must be at least 1", "remove it to use the default");
         }
+    }
+    if l.max_pending_handshakes >= l.max_connections && l.max_connections > 0 {
+        p.add(
+            "limits.max_pending_handshakes",
+            &format!(
+                "{} is not below limits.max_connections ({}): unauthenticated clients could take every connection",
+                l.max_pending_handshakes, l.max_connections
+            ),
+            "keep it at most a quarter of max_connections (the default is 256 of 1024)",
+        );
+    }
+    if l.max_pending_per_address > l.max_pending_handshakes {
+        p.add(
+            "limits.max_pending_per_address",
+            &format!(
+                "{} is above limits.max_pending_handshakes ({})",
+                l.max_pending_per_address, l.max_pending_handshakes
+            ),
+            "one address can never hold more pending handshakes than all of them: lower it",
+        );
     }
     if l.idle_timeout_s == Some(0) {
         p.add(
@@ -409,6 +442,25 @@ kind = "libvirt"
             "kind = \"qemu\"\nuri = \"qemu:///system\"",
         ));
         assert_eq!(keys(&ps), ["backend.uri"]);
+    }
+
+    #[test]
+    fn the_pending_budget_must_leave_room_for_authenticated_users() {
+        let ps = problems(&format!(
+            "{BASE}[limits]\nmax_connections = 100\nmax_pending_per_address = 300\n"
+        ));
+        assert_eq!(
+            keys(&ps),
+            [
+                "limits.max_pending_handshakes",
+                "limits.max_pending_per_address"
+            ]
+        );
+        assert!(ps[0]
+            .to_string()
+            .contains("256 is not below limits.max_connections (100)"));
+        let ok = "[limits]\nmax_connections = 100\nmax_pending_handshakes = 25\nmax_pending_per_address = 5\n";
+        assert!(problems(&format!("{BASE}{ok}")).is_empty());
     }
 
     #[test]

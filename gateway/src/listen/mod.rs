@@ -1,12 +1,19 @@
-//! Listeners and the accept loops: connection limit, per-connection span, TLS handshake
-//! with a timeout, authentication, then the HTTP server of [`api`](crate::api).
+//! Listeners and the accept loops: admission, per-connection span, TLS handshake with a
+//! timeout, authentication, then the HTTP server of [`api`](crate::api).
 //!
 //! One task per listener accepts; one task per connection does the rest, inside a `conn`
-//! span with `id`, `peer` and (once known) `user` fields. A TLS client without a certificate
-//! (allowed only with `[kerberos]`) is served as pending: it logs in with HTTP Negotiate on
-//! its first request ([`crate::api::negotiate`]). Connections over
-//! `limits.max_connections` are closed at once. A failed handshake is logged with its
-//! reason and counted; the loop goes on serving others.
+//! span with `id`, `peer` and (once known) `user` fields. Admission comes in two steps, so
+//! that peers who proved nothing cannot lock out those who did:
+//! 1. at `accept`, a TCP connection takes a place in the budget of pending connections
+//!    ([`crate::pending`]: per address, shedding the oldest) or is closed at once;
+//! 2. once authenticated it leaves that budget and takes one of `limits.max_connections`
+//!    and one of its user's `limits.max_connections_per_user`; over either, its requests
+//!    are answered with a problem naming the limit (503/429), then it closes.
+//!
+//! A TLS client without a certificate (allowed only with `[kerberos]` or `[web]
+//! ticket_login`) stays pending until it logs in with HTTP Negotiate on a request
+//! ([`crate::api::negotiate`]) or shows a session cookie. A failed handshake is logged with
+//! its reason and counted; the loop goes on serving others.
 
 mod bind;
 
@@ -24,10 +31,12 @@ use tracing::Instrument as _;
 
 pub use bind::ListenError;
 
-use crate::api::{self, ConnAuth, State};
-use crate::authn::{peercred, tls};
+use crate::api::{self, error, ConnAuth, State};
+use crate::authn::{peercred, tls, Identity};
 use crate::config;
 use crate::metrics::AuthFailure;
+use crate::pending;
+use crate::quota;
 
 /// The bound sockets, before serving.
 #[derive(Debug)]
@@ -69,6 +78,9 @@ pub struct Accept {
     pub state: Arc<State>,
     /// Permits for `limits.max_connections`.
     pub permits: Arc<Semaphore>,
+    /// Unauthenticated TCP connections (`limits.max_pending_handshakes`,
+    /// `limits.max_pending_per_address`).
+    pub pending: Arc<pending::Budget>,
     /// Numbers connections for their spans.
     pub next_id: AtomicU64,
     /// `limits.handshake_timeout_s`.
@@ -80,7 +92,7 @@ pub struct Accept {
 }
 
 impl Accept {
-    /// Take a permit for a new connection, or count and log a refusal.
+    /// Take a permit for a new unix connection, or count and log a refusal.
     fn permit(&self, peer: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         match self.permits.clone().try_acquire_owned() {
             Ok(p) => Some(p),
@@ -94,6 +106,55 @@ impl Accept {
             }
         }
     }
+
+    /// The places an authenticated connection holds for its life: one of
+    /// `limits.max_connections` and one of its user's `limits.max_connections_per_user`;
+    /// `Err` is what its requests are answered with.
+    fn places(&self, id: Option<&Identity>) -> Result<Places, error::ApiError> {
+        let limits = &self.state.limits;
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.state.metrics.connections_refused.fetch_add(1, Relaxed);
+            tracing::warn!(
+                limit = limits.max_connections,
+                "connection limit reached (limits.max_connections); answering 503"
+            );
+            return Err(error::over_capacity(limits.max_connections));
+        };
+        let quota = match id {
+            Some(id) => Some(
+                self.state
+                    .registry
+                    .quotas
+                    .take(
+                        &id.user,
+                        quota::Kind::Connections,
+                        limits.max_connections_per_user,
+                    )
+                    .map_err(|e| {
+                        self.state.metrics.connections_refused.fetch_add(1, Relaxed);
+                        tracing::warn!(
+                            limit = e.limit,
+                            "limits.max_connections_per_user reached; answering 429"
+                        );
+                        error::quota_exceeded(&e)
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Places {
+            _permit: permit,
+            _quota: quota,
+        })
+    }
+}
+
+/// What an admitted connection holds until it ends.
+struct Places {
+    /// Its place in `limits.max_connections`.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Its place in its user's `limits.max_connections_per_user` (none for a connection
+    /// that logs in later: it takes it then).
+    _quota: Option<quota::Held>,
 }
 
 /// Accept TCP connections until shutdown.
@@ -114,17 +175,41 @@ pub async fn accept_tcp(listener: TcpListener, ctx: Arc<Accept>) {
         };
         // Dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let open = ctx.state.metrics.connection_open();
-        let Some(permit) = ctx.permit(&peer.to_string()) else {
-            continue;
+        let slot = match ctx.pending.admit(peer.ip()) {
+            Ok((slot, admitted)) => {
+                if admitted.shed {
+                    ctx.state.metrics.handshakes_shed.fetch_add(1, Relaxed);
+                }
+                if admitted.log_shed > 0 {
+                    tracing::warn!(
+                        shed = admitted.log_shed,
+                        limit = ctx.state.limits.max_pending_handshakes,
+                        "pending connections full (limits.max_pending_handshakes): shed the oldest of the busiest address for newer ones"
+                    );
+                }
+                slot
+            }
+            Err((pending::Refused::PerAddress, log)) => {
+                ctx.state.metrics.connections_refused.fetch_add(1, Relaxed);
+                if log > 0 {
+                    tracing::warn!(
+                        peer = %peer,
+                        refused = log,
+                        limit = ctx.state.limits.max_pending_per_address,
+                        "too many unauthenticated connections from this address (limits.max_pending_per_address); closing new ones"
+                    );
+                }
+                continue;
+            }
         };
+        let open = ctx.state.metrics.connection_open();
         let id = ctx.next_id.fetch_add(1, Relaxed);
         let span = tracing::info_span!("conn", id, peer = %peer, user = tracing::field::Empty);
         let c = ctx.clone();
         ctx.tracker.spawn(
             async move {
-                let _held = (permit, open);
-                tls_connection(stream, peer, c).await;
+                let _open = open;
+                tls_connection(stream, peer, slot, c).await;
             }
             .instrument(span),
         );
@@ -157,7 +242,12 @@ async fn lingering_close(mut io: TcpStream) {
 /// How long [`lingering_close`] waits for the client to finish and close.
 const LINGER: Duration = Duration::from_secs(2);
 
-async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
+async fn tls_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: pending::Slot,
+    ctx: Arc<Accept>,
+) {
     let live = ctx.state.live.get();
     let Some(acceptor) = live.tls.clone() else {
         return;
@@ -168,7 +258,16 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
         .set_tcp_notsent_lowat(virtgate_proto::tuning::NOTSENT_LOWAT);
     let metrics = &ctx.state.metrics;
     let accept = acceptor.accept(stream).into_fallible();
-    let tls = match tokio::time::timeout(ctx.handshake_timeout, accept).await {
+    let shed = slot.shed.clone();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(ctx.handshake_timeout, accept) => r,
+        _ = shed.cancelled() => {
+            metrics.auth_failed(AuthFailure::Tls);
+            tracing::info!("TLS handshake unfinished and the pending budget is full (limits.max_pending_handshakes): shed for a newer connection");
+            return;
+        }
+    };
+    let tls = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err((e, io))) => {
             metrics.auth_failed(AuthFailure::Tls);
@@ -185,7 +284,7 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
             metrics.auth_failed(AuthFailure::Tls);
             tracing::warn!(
                 timeout_s = ctx.handshake_timeout.as_secs(),
-                "TLS handshake timed out"
+                "TLS handshake timed out (limits.handshake_timeout_s)"
             );
             return;
         }
@@ -207,7 +306,7 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
         // certificate-less clients in (to log in with Negotiate, or carry a session cookie).
         Err(tls::CertIdentityError::NoCertificate) => {
             tracing::debug!(alpn = %alpn, "no client certificate; waiting for a Kerberos login or a session cookie");
-            ConnAuth::pending(live.kerberos.clone(), peer.to_string())
+            ConnAuth::pending(live.kerberos.clone(), peer.to_string(), Some(slot))
         }
         Err(e) => {
             tracing::warn!(reason = %e, "client certificate gives no identity; closing");
@@ -218,9 +317,15 @@ async fn tls_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Accept>) {
         ConnAuth::Known(id) => Some(id.as_ref()),
         _ => None,
     };
+    let places = ctx.places(known);
     let registered = ctx.state.registry.connection(known, certs);
     drop(live);
-    api::serve_connection(tls, ctx.state.clone(), auth, registered).await;
+    match places {
+        Ok(_held) => api::serve_connection(tls, ctx.state.clone(), auth, registered, None).await,
+        Err(refusal) => {
+            api::serve_connection(tls, ctx.state.clone(), auth, registered, Some(refusal)).await
+        }
+    }
 }
 
 /// Accept unix socket connections until shutdown; the peer's uid is its identity.
@@ -285,11 +390,33 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
     tracing::Span::current().record("user", tracing::field::display(&identity.user));
     tracing::info!(uid, method = %identity.method, "authenticated");
     let registered = ctx.state.registry.connection(Some(&identity), None);
+    // the listener's permit is already held: only the user's quota is left to take
+    let quota = ctx
+        .state
+        .registry
+        .quotas
+        .take(
+            &identity.user,
+            quota::Kind::Connections,
+            ctx.state.limits.max_connections_per_user,
+        )
+        .map_err(|e| {
+            tracing::warn!(
+                limit = e.limit,
+                "limits.max_connections_per_user reached; answering 429"
+            );
+            error::quota_exceeded(&e)
+        });
+    let (_held, refusal) = match quota {
+        Ok(q) => (Some(q), None),
+        Err(e) => (None, Some(e)),
+    };
     api::serve_connection(
         stream,
         ctx.state.clone(),
         ConnAuth::Known(Arc::new(identity)),
         registered,
+        refusal,
     )
     .await;
 }

@@ -17,6 +17,7 @@ mod graphics;
 mod kerberos;
 mod libvirt;
 mod lifecycle;
+mod limits;
 mod package;
 mod pkcs11;
 mod pki;
