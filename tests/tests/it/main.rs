@@ -14,6 +14,7 @@ mod doctor;
 mod enroll;
 mod fixtures;
 mod graphics;
+mod hostile;
 mod kerberos;
 mod libvirt;
 mod lifecycle;
