@@ -411,6 +411,7 @@ pub struct RunOptions {
 /// `limits.drain_timeout_s` (or until `shutdown.force`), then fire `force` so whatever is
 /// left closes.
 pub async fn serve(listeners: Listeners, state: Arc<api::State>, limits: &config::Limits) {
+    listen::raise_descriptor_limit(limits);
     let shutdown = state.shutdown.clone();
     let connections = TaskTracker::new();
     let ctx = Arc::new(listen::Accept {

@@ -71,6 +71,36 @@ impl Listeners {
     }
 }
 
+/// Raise the soft descriptor limit to the hard one (a shell's soft limit is often 1,024,
+/// fewer than `limits.max_connections` plus the pending budget need), and warn when even
+/// the hard limit is too low for the configured limits.
+pub fn raise_descriptor_limit(limits: &config::Limits) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let was = getrlimit(Resource::Nofile);
+    let mut now = was.current;
+    if was.current < was.maximum {
+        let raised = rustix::process::Rlimit {
+            current: was.maximum,
+            maximum: was.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => now = was.maximum,
+            Err(e) => tracing::debug!(error = %e, "cannot raise the descriptor limit"),
+        }
+    }
+    // each connection is one descriptor, each tunnel one or two more (its backend socket);
+    // leave room for the listeners, the log and libvirt
+    let need = (limits.max_connections + limits.max_pending_handshakes + 64) as u64;
+    match now {
+        Some(n) if n < need => tracing::warn!(
+            descriptors = n,
+            needed = need,
+            "the descriptor limit (RLIMIT_NOFILE) is below limits.max_connections + limits.max_pending_handshakes: raise it (LimitNOFILE= in the unit, ulimit -n) or lower those limits"
+        ),
+        _ => tracing::debug!(descriptors = ?now, "descriptor limit"),
+    }
+}
+
 /// What every accept loop shares (TLS and Kerberos come from the configuration in force,
 /// `state.live`, at each handshake).
 pub struct Accept {
@@ -297,6 +327,8 @@ async fn tls_connection(
     let certs = conn.peer_certificates();
     let auth = match tls::identity_from_certs(certs, Some(peer.to_string())) {
         Ok(identity) => {
+            // authenticated: no longer pending, its place is free for others
+            drop(slot);
             metrics.connections_authenticated.fetch_add(1, Relaxed);
             tracing::Span::current().record("user", tracing::field::display(&identity.user));
             tracing::info!(method = %identity.method, alpn = %alpn, "authenticated");
