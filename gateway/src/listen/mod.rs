@@ -400,6 +400,25 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
             return;
         }
     };
+    // the peer is known from here on: its idle connections count against its own quota
+    let identity = peercred::identity_for_uid(uid);
+    let quota = ctx
+        .state
+        .registry
+        .quotas
+        .take(
+            &identity.user,
+            quota::Kind::Connections,
+            ctx.state.limits.max_connections_per_user,
+        )
+        .map_err(|e| {
+            tracing::warn!(
+                uid,
+                limit = e.limit,
+                "limits.max_connections_per_user reached; answering 429"
+            );
+            error::quota_exceeded(&e)
+        });
     // Anyone on the host may connect: bound the wait for the HTTP/2 preface (or HTTP/1.1
     // request) like a TLS handshake, so idle peers cannot hold connection slots.
     if tokio::time::timeout(ctx.handshake_timeout, stream.readable())
@@ -414,7 +433,6 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
         );
         return;
     }
-    let identity = peercred::identity_for_uid(uid);
     ctx.state
         .metrics
         .connections_authenticated
@@ -422,23 +440,6 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
     tracing::Span::current().record("user", tracing::field::display(&identity.user));
     tracing::info!(uid, method = %identity.method, "authenticated");
     let registered = ctx.state.registry.connection(Some(&identity), None);
-    // the listener's permit is already held: only the user's quota is left to take
-    let quota = ctx
-        .state
-        .registry
-        .quotas
-        .take(
-            &identity.user,
-            quota::Kind::Connections,
-            ctx.state.limits.max_connections_per_user,
-        )
-        .map_err(|e| {
-            tracing::warn!(
-                limit = e.limit,
-                "limits.max_connections_per_user reached; answering 429"
-            );
-            error::quota_exceeded(&e)
-        });
     let (_held, refusal) = match quota {
         Ok(q) => (Some(q), None),
         Err(e) => (None, Some(e)),

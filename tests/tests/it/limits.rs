@@ -194,3 +194,46 @@ fn idle_connections_from_many_addresses_are_shed_oldest_first() {
         w.gateway.log()
     );
 }
+
+/// On the unix socket (local users, and SSH logins through it) the peer is known at once:
+/// even its connections that have not said anything yet count against its quota.
+#[test]
+fn a_local_user_idling_on_the_unix_socket_holds_only_its_own_quota() {
+    let sock_dir = virtgate_tests::tempdir();
+    let sock = sock_dir.path().join("gw.sock");
+    let s = sock.clone();
+    let w = World::start(move |g| g.unix(&s).limit("max_connections_per_user", 2));
+    let whoami = || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--http2-prior-knowledge", "--unix-socket"])
+            .arg(&sock)
+            .arg("http://localhost/v1/whoami")
+            .output()
+            .expect("curl (scripts/setup.sh installs it)")
+    };
+    let ok = whoami();
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("\"method\""),
+        "{ok:?}"
+    );
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    let refused = whoami();
+    let body = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        body.contains("limits.max_connections_per_user = 2") && body.contains("429"),
+        "{body}"
+    );
+    drop(idle);
+    poll(
+        "the idle connections' places are back",
+        Duration::from_secs(10),
+        || {
+            String::from_utf8_lossy(&whoami().stdout)
+                .contains("\"method\"")
+                .then_some(())
+        },
+    );
+    drop(w);
+}
