@@ -11,7 +11,10 @@ bin="$PWD/target/debug"
 
 dir="${VIRTGATE_DEMO_DIR:-${TMPDIR:-/tmp}/virtgate-demo-$(id -un)}"
 rm -rf "$dir"
-"$bin/virtgated" demo --dir "$dir" > "$dir.log" 2>&1 &
+# virtgated refuses to run as root unless told: the demo is throwaway and local, so allow it.
+allow_root=()
+if [ "$(id -u)" = 0 ]; then allow_root=(--allow-root); fi
+"$bin/virtgated" "${allow_root[@]}" demo --dir "$dir" > "$dir.log" 2>&1 &
 gw=$!
 fwd=
 cleanup() {

@@ -16,7 +16,9 @@ use crate::config::DEFAULT_CONFIG_PATH;
 /// re-read the configuration and every file it names without dropping connections; SIGTERM
 /// drains the connections and stops. Certificates come from virtgate-pki(8):
 /// /etc/virtgate/pki holds what the gateway reads, the CA in /etc/virtgate/ca stays private.
-/// The audit log is in /var/log/virtgate, the sockets in /run/virtgate.
+/// The audit log is in /var/log/virtgate, the sockets in /run/virtgate. `run` and `demo`
+/// refuse to run as root unless --allow-root is given; keys other users may read and
+/// certificates, CAs or CRLs they may write are refused with the `chmod` that fixes them.
 #[derive(Debug, Parser)]
 #[command(name = "virtgated", version, max_term_width = 100)]
 pub struct Cli {
@@ -27,6 +29,11 @@ pub struct Cli {
     /// signals the pid in it when the configuration has no `[listen] control` socket.
     #[arg(long, global = true, value_name = "PATH")]
     pub pidfile: Option<PathBuf>,
+    /// Let `run` and `demo` run as root (effective uid 0), which they refuse otherwise: a
+    /// flaw in a network-facing service running as root gives away the whole host. Run the
+    /// gateway as its own user instead (the package's unit has User=virtgate).
+    #[arg(long, global = true)]
+    pub allow_root: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -9,6 +9,7 @@
 //! main.rs ─▶ cli.rs (clap) ─▶ lib.rs run(): config → live (TLS, Kerberos, rules, audit) →
 //!   bind → backend → reload task → pidfile + READY → serve
 //!   config/   gateway.toml → Config (deny_unknown_fields, FILE:LINE:COL errors) → validate
+//!             → perms.rs (keys others may read, trusted files others may write: refused)
 //!   listen/   TCP [::]:PORT dual-stack (socket2) and unix socket; accept loops, connection
 //!             limits, per-connection span; TLS handshake with a timeout
 //!   pending.rs the budget of unauthenticated connections: per address, shed the oldest
@@ -120,6 +121,15 @@ pub enum Error {
     /// The async runtime or the signal handlers could not be set up.
     #[error("cannot set up the runtime or signal handlers: {0}")]
     Runtime(std::io::Error),
+    /// `run` or `demo` as root (effective uid 0) without `--allow-root`.
+    #[error(
+        "virtgated {command} refuses to run as root: a flaw in a network-facing service \
+         running as root gives away the whole host"
+    )]
+    Root {
+        /// The subcommand (`run`, `demo`).
+        command: &'static str,
+    },
     /// A rule names a group that this host does not have.
     #[error("a [[rule]] names group `{group}`, which does not exist on this host")]
     UnknownGroup {
@@ -176,6 +186,11 @@ impl Error {
             )),
             Error::Demo(e) => e.hint(),
             Error::Runtime(_) => None,
+            Error::Root { command } => Some(format!(
+                "run it as its own user: the package's virtgated.service has User=virtgate \
+                 (by hand: `runuser -u virtgate -- virtgated {command}`); or pass --allow-root \
+                 to run it as root anyway"
+            )),
             Error::UnknownGroup { group } => Some(format!(
                 "create it (`groupadd {group}`) or fix the rule; `getent group` lists this host's groups"
             )),

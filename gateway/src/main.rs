@@ -4,6 +4,9 @@
 //! Errors print as `error: ...` and `hint: ...` on stderr; logs go to stderr too
 //! (`RUST_LOG`, default `info`); stdout carries only machine-readable lines such as
 //! `listening on ADDR`.
+//!
+//! `run` and `demo` refuse to start as root (effective uid 0) unless `--allow-root` is
+//! given, and then log one warning; `check-config`, `schema` and `reload` run as anyone.
 
 #![forbid(unsafe_code)]
 
@@ -30,16 +33,22 @@ fn main() -> ExitCode {
                 config_path: Some(cli.config.clone()),
                 pidfile: cli.pidfile.clone(),
             };
-            report(serve(options, || Ok((config::load(&cli.config)?, None))))
+            report(
+                as_root("run", cli.allow_root).and_then(|root| {
+                    serve(options, root, || Ok((config::load(&cli.config)?, None)))
+                }),
+            )
         }
         Command::Demo { dir, listen } => {
             let options = RunOptions {
                 config_path: None,
                 pidfile: cli.pidfile.clone(),
             };
-            report(serve(options, || {
-                let d = demo::prepare(dir.as_deref(), &listen)?;
-                Ok((d.config.clone(), Some(d)))
+            report(as_root("demo", cli.allow_root).and_then(|root| {
+                serve(options, root, || {
+                    let d = demo::prepare(dir.as_deref(), &listen)?;
+                    Ok((d.config.clone(), Some(d)))
+                })
             }))
         }
     }
@@ -65,12 +74,29 @@ fn reload(path: &std::path::Path, pidfile: Option<&std::path::Path>) -> Result<(
     Ok(())
 }
 
-/// Set up logging and the runtime, then run the gateway (`demo` writes its files when ready).
+/// Whether `command` runs as root (effective uid 0): an error unless `allow` (--allow-root).
+fn as_root(command: &'static str, allow: bool) -> Result<bool, Error> {
+    let root = rustix::process::geteuid().is_root();
+    if root && !allow {
+        return Err(Error::Root { command });
+    }
+    Ok(root)
+}
+
+/// Set up logging and the runtime, then run the gateway (`demo` writes its files when ready);
+/// `root`: it runs as root, allowed by --allow-root, which is logged once as a warning.
 fn serve(
     options: RunOptions,
+    root: bool,
     load: impl FnOnce() -> Result<(config::Config, Option<demo::Demo>), Error>,
 ) -> Result<(), Error> {
     init_tracing();
+    if root {
+        tracing::warn!(
+            "running as root (--allow-root): a flaw in the gateway would give away the whole \
+             host; run it as its own user (User=virtgate in the package's unit)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{validate, Config, Invalid};
+use super::{perms, validate, Config, Invalid};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,10 @@ pub enum ConfigError {
         /// Every problem found, in file order.
         problems: Vec<Invalid>,
     },
+    /// A key others may read, or a file the gateway trusts others may change
+    /// ([`perms`]).
+    #[error(transparent)]
+    Mode(#[from] perms::ModeError),
 }
 
 fn invalid_summary(path: &Path, problems: &[Invalid]) -> String {
@@ -67,6 +71,7 @@ impl ConfigError {
                 [one] => Some(one.hint.clone()),
                 _ => Some("fix each problem above, then run `virtgated check-config`".into()),
             },
+            ConfigError::Mode(e) => Some(e.hint()),
         }
     }
 }
@@ -104,7 +109,8 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// Read, parse and validate the file at `path`.
+/// Read, parse and validate the file at `path`, then check the modes of the file and of the
+/// keys, certificates and CRL it names ([`perms::check`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -113,6 +119,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let config = parse(&text, path)?;
     let problems = validate(&config);
     if problems.is_empty() {
+        perms::check(&config, path)?;
         Ok(config)
     } else {
         Err(ConfigError::Invalid {

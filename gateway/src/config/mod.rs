@@ -8,6 +8,7 @@
 //! express (duplicates, absolute paths, rules naming a known role, ...).
 
 mod load;
+pub mod perms;
 mod role;
 mod validate;
 

@@ -42,7 +42,7 @@ fn check_config_accepts_a_good_file_and_names_unknown_keys_by_line_and_column() 
     );
 
     // `run` refuses the same file the same way.
-    let (code, out) = virtgated(&["--config", bad.to_str().unwrap(), "run"]);
+    let (code, out) = virtgated(&["--config", bad.to_str().unwrap(), "--allow-root", "run"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains(&format!("bad.toml:{line}:1")), "{out}");
 }
@@ -83,7 +83,7 @@ fn missing_config_and_missing_server_key_are_named() {
     let f = GatewayBuilder::new(&pki)
         .server_cert(&pki.server_cert, &gone, &pki.ca_pem)
         .write_config(&dir.path().join("gw"));
-    let (code, out) = virtgated(&["--config", f.to_str().unwrap(), "run"]);
+    let (code, out) = virtgated(&["--config", f.to_str().unwrap(), "--allow-root", "run"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains(gone.to_str().unwrap()),
@@ -101,7 +101,7 @@ fn second_gateway_on_a_busy_port_names_the_address() {
     let f = GatewayBuilder::new(&pki)
         .listen(&[&busy])
         .write_config(&dir.path().join("two"));
-    let (code, out) = virtgated(&["--config", f.to_str().unwrap(), "run"]);
+    let (code, out) = virtgated(&["--config", f.to_str().unwrap(), "--allow-root", "run"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains(&busy), "names {busy}: {out}");
     assert!(out.to_lowercase().contains("in use"), "{out}");

@@ -22,7 +22,7 @@ fn demo_serves_a_vm_to_the_demo_profile() {
     )
     .unwrap();
     let child = Command::new(bin("virtgated"))
-        .args(["demo", "--dir"])
+        .args(["--allow-root", "demo", "--dir"])
         .arg(&demo)
         .env("HOME", &home)
         .env("VIRTGATE_CONFIG", &config)

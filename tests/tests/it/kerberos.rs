@@ -365,6 +365,7 @@ fn unreadable_or_missing_keytab_fails_startup_listing_every_path() {
         .extra(&kerberos_section(Some(&wrong)))
         .write_config(&dir.path().join("gw3"));
     let out = run(Command::new(virtgate_tests::bin("virtgated"))
+        .arg("--allow-root")
         .arg("--config")
         .arg(&config)
         .arg("run")

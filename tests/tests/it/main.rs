@@ -22,6 +22,7 @@ mod limits;
 mod package;
 mod pkcs11;
 mod pki;
+mod privilege;
 mod reload;
 mod service;
 mod shared;
