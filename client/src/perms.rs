@@ -46,15 +46,29 @@ fn mode_of(path: &Path) -> Option<u32> {
     Some(std::fs::metadata(path).ok()?.permissions().mode() & 0o7777)
 }
 
-/// Refuse a private key file that group or others may read or write.
+/// Refuse a private key file that group or others may read or write. A file that holds no
+/// PEM private key (a certificate given as `--key` by mistake) is left to the loader, which
+/// says what it holds instead.
 pub fn check_key(path: &Path) -> Result<(), Error> {
     match mode_of(path) {
-        Some(mode) if judge(mode, KEY_BITS).is_some() => Err(Error::KeyOpen {
-            path: path.to_owned(),
-            mode,
-        }),
+        Some(mode) if judge(mode, KEY_BITS).is_some() && holds_private_key(path) => {
+            Err(Error::KeyOpen {
+                path: path.to_owned(),
+                mode,
+            })
+        }
         _ => Ok(()),
     }
+}
+
+/// Whether `path` holds a PEM private key of any kind (`PRIVATE KEY`, `ENCRYPTED PRIVATE
+/// KEY`, `RSA PRIVATE KEY`, `EC PRIVATE KEY`, `OPENSSH PRIVATE KEY`).
+fn holds_private_key(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| {
+        bytes
+            .windows(b"PRIVATE KEY-----".len())
+            .any(|w| w == b"PRIVATE KEY-----")
+    })
 }
 
 /// Refuse a CA file that group or others may write.
@@ -114,7 +128,11 @@ mod tests {
     fn refusals_name_the_file_the_mode_and_the_chmod() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("alice.key");
-        std::fs::write(&key, "k").unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMA==\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = check_key(&key).unwrap_err();
         let shown = crate::error::report(&e);
@@ -147,7 +165,9 @@ mod tests {
             shown.contains(&format!("hint: run chmod go-w {}", ca.display())),
             "{shown}"
         );
-        // a file that is not there is left to the code that reads it
+        // a file that is not there, or holds no private key, is left to the code that reads
+        // it (which says what is wrong with it)
         assert!(check_key(&dir.path().join("gone.key")).is_ok());
+        assert!(check_key(&ca).is_ok(), "a certificate given as the key");
     }
 }
