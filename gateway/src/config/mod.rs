@@ -307,7 +307,10 @@ pub struct Limits {
     /// this limit (default 64).
     pub max_connections_per_user: usize,
     /// Tunnels, consoles and event streams one user may have open at once over all their
-    /// connections; the next is answered 429 naming this limit (default 1024).
+    /// connections; the next is answered 429 naming this limit (default 256). It also bounds
+    /// the memory one user can pin: a tunnel whose client stops reading holds at most its
+    /// relay buffer (`virtgate_proto::tuning::SPLICE_BUFFER`, 256 KiB) plus HTTP/2's send
+    /// buffer, about 200 KiB measured: 256 tunnels, some 64 MiB.
     pub max_tunnels_per_user: usize,
     /// Seconds open connections get to finish after SIGTERM/SIGINT.
     pub drain_timeout_s: u64,
@@ -337,7 +340,7 @@ impl Default for Limits {
             max_pending_handshakes: 256,
             max_pending_per_address: 16,
             max_connections_per_user: 64,
-            max_tunnels_per_user: 1024,
+            max_tunnels_per_user: 256,
             drain_timeout_s: 10,
             keepalive_interval_s: 5,
             keepalive_timeout_s: 5,
