@@ -64,6 +64,9 @@ pub enum TlsFailure {
     },
     /// The peer does not speak HTTP/2 (ALPN `h2`).
     NoH2,
+    /// The connection closed, or stalled, before the handshake finished (what happened,
+    /// with the address): a busy or hostile-client-shedding gateway, or not a gateway.
+    Cut(String),
     /// Anything else rustls reports.
     Other(String),
 }
@@ -118,7 +121,7 @@ impl std::fmt::Display for TlsFailure {
                  this machine's clock it is valid (from {not_before} until {not_after})"
             ),
             TlsFailure::NoH2 => f.write_str("the server does not speak HTTP/2 (ALPN h2)"),
-            TlsFailure::Other(s) => write!(f, "TLS failed: {s}"),
+            TlsFailure::Cut(s) | TlsFailure::Other(s) => write!(f, "TLS failed: {s}"),
         }
     }
 }
@@ -243,6 +246,13 @@ impl TlsFailure {
             ),
             TlsFailure::NoH2 => format!(
                 "is {} a virtgated port? virtgate talks HTTP/2 over TLS",
+                cx.server
+            ),
+            TlsFailure::Cut(_) => format!(
+                "try again in a moment: a gateway closes handshakes it has no room for \
+                 (limits.max_pending_per_address, limits.max_pending_handshakes) or that take \
+                 longer than limits.handshake_timeout_s, and its log says which; if it keeps \
+                 happening, is {} a virtgated port?",
                 cx.server
             ),
             TlsFailure::Other(_) => format!(

@@ -159,7 +159,7 @@ fn one_line(e: &Error) -> String {
 /// trying again without a change on someone's side is pointless.
 pub fn is_final(e: &Error) -> bool {
     match e {
-        Error::Tls { failure, .. } => !matches!(failure, TlsFailure::Other(_)),
+        Error::Tls { failure, .. } => !matches!(failure, TlsFailure::Cut(_) | TlsFailure::Other(_)),
         Error::Kerberos { failure, .. } => !matches!(
             failure,
             KerberosFailure::KdcUnreachable { .. } | KerberosFailure::Other(_)
@@ -188,6 +188,7 @@ mod tests {
         assert!(is_final(&tls(TlsFailure::ClientCertRevoked)));
         assert!(is_final(&tls(TlsFailure::UnknownCa)));
         assert!(!is_final(&tls(TlsFailure::Other("reset".into()))));
+        assert!(!is_final(&tls(TlsFailure::Cut("closed".into()))));
         assert!(!is_final(&Error::Connect { attempts: vec![] }));
         assert!(!is_final(&Error::ConnectionLost {
             server: "gw".into(),

@@ -156,7 +156,7 @@ impl TlsTransport {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return Err(self.handshake_error(addr, &e)),
             Err(_) => {
-                return Err(self.tls_error(TlsFailure::Other(format!(
+                return Err(self.tls_error(TlsFailure::Cut(format!(
                     "the handshake with {addr} did not finish within {} s",
                     HANDSHAKE_TIMEOUT.as_secs()
                 ))))
@@ -205,13 +205,18 @@ impl TlsTransport {
         if let Some(t) = find_tls_error(e) {
             return self.tls_error(TlsFailure::from_rustls(&t));
         }
-        let what = match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => {
-                format!("{addr} closed the connection during the TLS handshake")
+        let failure = match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => TlsFailure::Cut(format!(
+                "{addr} closed the connection during the TLS handshake"
+            )),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                TlsFailure::Cut(format!(
+                    "{addr} reset the connection during the TLS handshake"
+                ))
             }
-            _ => format!("handshake with {addr}: {}", io_reason(e)),
+            _ => TlsFailure::Other(format!("handshake with {addr}: {}", io_reason(e))),
         };
-        self.tls_error(TlsFailure::Other(what))
+        self.tls_error(failure)
     }
 }
 

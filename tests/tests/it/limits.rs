@@ -237,3 +237,29 @@ fn a_local_user_idling_on_the_unix_socket_holds_only_its_own_quota() {
     );
     drop(w);
 }
+
+/// A user behind the same address as idle connections (the per-address share is full) is
+/// told what may have happened, and gets in once the share frees up.
+#[test]
+fn a_client_cut_off_during_the_handshake_is_told_the_likely_limits() {
+    let (w, _) = world(&[
+        ("max_pending_per_address", 2),
+        ("max_pending_handshakes", 8),
+        ("handshake_timeout_s", 3),
+    ]);
+    let alice = w.client("alice", 0, &w.alice);
+    rt().block_on(async {
+        let idle = idle_flood(w.gateway.addrs[0], &[Ipv4Addr::LOCALHOST], 2).await;
+        let err = alice.fails(&["whoami"]);
+        assert!(
+            err.contains("closed the connection during the TLS handshake")
+                && err.contains("limits.max_pending_per_address")
+                && err.contains("limits.handshake_timeout_s"),
+            "{err}"
+        );
+        drop(idle);
+    });
+    poll("alice gets in again", Duration::from_secs(10), || {
+        alice.run(&["whoami"]).status.success().then_some(())
+    });
+}
