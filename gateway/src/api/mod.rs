@@ -107,22 +107,33 @@ impl ConnCtx {
         domain: Option<&str>,
         action: Action,
     ) -> Result<Held, ApiError> {
-        let quota = state
-            .registry
-            .quotas
-            .take(
-                &id.user,
-                crate::quota::Kind::Tunnels,
-                state.limits.max_tunnels_per_user,
-            )
-            .map_err(|e| {
-                tracing::warn!(user = %id.user, limit = e.limit, "limits.max_tunnels_per_user reached; stream refused");
-                error::quota_exceeded(&e)
-            })?;
+        let quota = state.quota(&id.user, crate::quota::Kind::Tunnels)?;
         Ok(Held {
             guard: state.registry.stream(self.id, id, domain, action),
             _busy: self.live.busy(),
             _quota: quota,
+        })
+    }
+}
+
+impl State {
+    /// A place in `user`'s quota of `kind` (its limit from `[limits]`), or the 429 that
+    /// names the limit (logged and counted).
+    pub fn quota(
+        &self,
+        user: &str,
+        kind: crate::quota::Kind,
+    ) -> Result<crate::quota::Held, ApiError> {
+        let limit = match kind {
+            crate::quota::Kind::Connections => self.limits.max_connections_per_user,
+            crate::quota::Kind::Tunnels => self.limits.max_tunnels_per_user,
+        };
+        self.registry.quotas.take(user, kind, limit).map_err(|e| {
+            if kind == crate::quota::Kind::Connections {
+                self.metrics.connections_refused.fetch_add(1, Relaxed);
+            }
+            tracing::warn!(user, limit, "{} reached; refused", kind.key());
+            error::quota_exceeded(&e)
         })
     }
 }

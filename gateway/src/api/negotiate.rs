@@ -245,19 +245,10 @@ impl Pending {
                     principal: Some(principal),
                     peer: Some(self.peer.clone()),
                 });
+                // over the user's quota: refused (429 naming it), and the connection closes
                 let quota = state
-                    .registry
-                    .quotas
-                    .take(
-                        &id.user,
-                        crate::quota::Kind::Connections,
-                        state.limits.max_connections_per_user,
-                    )
-                    .map_err(|e| {
-                        tracing::warn!(user = %e.user, limit = e.limit, "limits.max_connections_per_user reached; Kerberos login refused, closing");
-                        self.close.cancel();
-                        error::quota_exceeded(&e)
-                    })?;
+                    .quota(&id.user, crate::quota::Kind::Connections)
+                    .inspect_err(|_| self.close.cancel())?;
                 let _ = self.quota.set(quota);
                 self.leave_budget();
                 let id = self.identity.get_or_init(|| id).clone();

@@ -151,24 +151,7 @@ impl Accept {
             return Err(error::over_capacity(limits.max_connections));
         };
         let quota = match id {
-            Some(id) => Some(
-                self.state
-                    .registry
-                    .quotas
-                    .take(
-                        &id.user,
-                        quota::Kind::Connections,
-                        limits.max_connections_per_user,
-                    )
-                    .map_err(|e| {
-                        self.state.metrics.connections_refused.fetch_add(1, Relaxed);
-                        tracing::warn!(
-                            limit = e.limit,
-                            "limits.max_connections_per_user reached; answering 429"
-                        );
-                        error::quota_exceeded(&e)
-                    })?,
-            ),
+            Some(id) => Some(self.state.quota(&id.user, quota::Kind::Connections)?),
             None => None,
         };
         Ok(Places {
@@ -402,23 +385,7 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
     };
     // the peer is known from here on: its idle connections count against its own quota
     let identity = peercred::identity_for_uid(uid);
-    let quota = ctx
-        .state
-        .registry
-        .quotas
-        .take(
-            &identity.user,
-            quota::Kind::Connections,
-            ctx.state.limits.max_connections_per_user,
-        )
-        .map_err(|e| {
-            tracing::warn!(
-                uid,
-                limit = e.limit,
-                "limits.max_connections_per_user reached; answering 429"
-            );
-            error::quota_exceeded(&e)
-        });
+    let quota = ctx.state.quota(&identity.user, quota::Kind::Connections);
     // Anyone on the host may connect: bound the wait for the HTTP/2 preface (or HTTP/1.1
     // request) like a TLS handshake, so idle peers cannot hold connection slots.
     if tokio::time::timeout(ctx.handshake_timeout, stream.readable())
