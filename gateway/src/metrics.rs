@@ -6,6 +6,11 @@
 //! [`Metrics::tunnel_open`]) so every exit path, including panics and aborted tasks, counts.
 //! Labelled families have a fixed set of label values (tunnel kinds, login methods, reload
 //! outcomes), so each is an array of atomics.
+//!
+//! One gauge is not ours: `virtgate_tasks_alive` is the tokio runtime's count of tasks alive
+//! (spawned and not yet finished), read when rendering. Every connection, tunnel copy and
+//! watcher is a task, so a count that keeps growing while the load stays the same is a leak
+//! (the soak test, tests/tests/it/soak.rs, watches it).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -224,8 +229,22 @@ impl Metrics {
             "When the CRL in force must be refreshed (Unix time; 0 without a CRL). Past it, revocations since are unknown.",
             &[(String::new(), self.crl_next_update.load(Relaxed))],
         );
+        family(
+            "virtgate_tasks_alive",
+            "gauge",
+            "Tasks alive in the gateway's async runtime (connections, streams, tunnel copies, watchers).",
+            &[(String::new(), tasks_alive())],
+        );
         out
     }
+}
+
+/// Tasks alive in the runtime the caller runs on (tokio's `num_alive_tasks`, stable since
+/// tokio 1.39); 0 when called outside a runtime (unit tests).
+fn tasks_alive() -> i64 {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_alive_tasks() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -260,5 +279,35 @@ mod tests {
         for kind in TUNNEL_KINDS {
             assert!(text.contains(&format!("kind=\"{kind}\"")), "{kind}");
         }
+    }
+
+    #[test]
+    fn tasks_alive_counts_the_runtime_s_tasks() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let value = |text: &str| -> i64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("virtgate_tasks_alive "))
+                .unwrap_or_default();
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1)
+        };
+        let m = Metrics::default();
+        assert_eq!(value(&m.render()), 0, "outside a runtime");
+        rt.block_on(async {
+            let before = value(&m.render());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let _ = rx.await;
+            });
+            assert_eq!(value(&m.render()), before + 1);
+            let _ = tx.send(());
+            let _ = task.await;
+            assert_eq!(value(&m.render()), before);
+        });
     }
 }
