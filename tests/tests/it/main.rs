@@ -26,6 +26,7 @@ mod privilege;
 mod reload;
 mod service;
 mod shared;
+mod soak;
 mod spice;
 mod ssh;
 mod supervise;
