@@ -46,8 +46,8 @@ use crate::transport::{Connected, Transport};
 mod body;
 pub mod liveness;
 
-pub use body::BodyStream;
 use body::{content_type, problem};
+pub use body::{parse_problem, BodyStream};
 pub use liveness::Keepalive;
 use liveness::{Liveness, Watched};
 

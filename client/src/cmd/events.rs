@@ -86,19 +86,8 @@ async fn stdout_closed() {
 
 /// Print one line of the stream; `false` when stdout is a closed pipe.
 fn emit(line: &str, as_json: bool) -> Result<bool, Error> {
-    if line.trim().is_empty() {
+    let Some(text) = render_line(line, as_json) else {
         return Ok(true);
-    }
-    let text = if as_json {
-        line.to_owned()
-    } else {
-        match serde_json::from_str::<Event>(line) {
-            Ok(e) => describe(&e),
-            Err(err) => {
-                tracing::debug!(error = %err, "an event line this client does not know");
-                line.to_owned()
-            }
-        }
     };
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
@@ -106,6 +95,27 @@ fn emit(line: &str, as_json: bool) -> Result<bool, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(Error::Output(e)),
     }
+}
+
+/// What `virtgate events` prints for one line of the stream (a line as [`Lines`] gives it
+/// out, bytes from the gateway): `None` for a blank line; with `as_json` the line
+/// unchanged, else the decoded [`Event`] described ([`describe`]) or, when it does not
+/// decode, the line unchanged. The in-memory decoder behind the command, also the entry
+/// point of `fuzz/fuzz_targets/events_ndjson.rs`.
+pub fn render_line(line: &str, as_json: bool) -> Option<String> {
+    if line.trim().is_empty() {
+        return None;
+    }
+    if as_json {
+        return Some(line.to_owned());
+    }
+    Some(match serde_json::from_str::<Event>(line) {
+        Ok(e) => describe(&e),
+        Err(err) => {
+            tracing::debug!(error = %err, "an event line this client does not know");
+            line.to_owned()
+        }
+    })
 }
 
 /// The people-facing line of an event.

@@ -52,8 +52,18 @@ pub(super) fn content_type(resp: &Response<Incoming>) -> Option<String> {
 
 /// The problem+json body of an error answer, or one made up from the status and text.
 pub(super) fn problem(status: StatusCode, body: &[u8]) -> Error {
+    Error::Problem {
+        problem: parse_problem(status, body),
+    }
+}
+
+/// The problem an error answer with `status` and `body` (any bytes the gateway, or
+/// whatever answered, sent) stands for: the decoded problem+json body, or one made up
+/// from the status and the body's text. The in-memory decoder behind every error answer,
+/// also the entry point of `fuzz/fuzz_targets/problem_json.rs`.
+pub fn parse_problem(status: StatusCode, body: &[u8]) -> Problem {
     if let Ok(p) = serde_json::from_slice::<Problem>(body) {
-        return Error::Problem { problem: p };
+        return p;
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -71,10 +81,9 @@ pub(super) fn problem(status: StatusCode, body: &[u8]) -> Error {
     if !text.is_empty() {
         p = p.detail(text.chars().take(300).collect::<String>());
     }
-    p = p.hint(format!(
+    p.hint(format!(
         "expected a {PROBLEM_CONTENT_TYPE} body; is this a virtgated gateway?"
-    ));
-    Error::Problem { problem: p }
+    ))
 }
 
 #[cfg(test)]

@@ -179,6 +179,16 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
         path: path.to_owned(),
         source,
     })?;
+    parse_crls(path, &text)
+}
+
+/// The X.509 CRLs in `text`, the PEM contents of the `tls.crl` file `path` (named in
+/// errors only): at least one, else an error. The in-memory reader behind `tls.crl`, also
+/// the entry point of `fuzz/fuzz_targets/crl_parse.rs` with [`crls_next_update`].
+pub fn parse_crls(
+    path: &Path,
+    text: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let bad = |detail: String| TlsError::BadCrl {
         path: path.to_owned(),
         detail,
@@ -280,9 +290,18 @@ fn check_validity(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError
 
 /// The earliest nextUpdate of the CRLs in `path` (`None`: none says).
 pub fn crl_next_update(path: &Path) -> Result<Option<time::OffsetDateTime>, TlsError> {
+    crls_next_update(path, &load_crls(path)?)
+}
+
+/// The earliest nextUpdate of `crls` ([`parse_crls`] of the file `path`, named in errors
+/// only); `None`: none says. A CRL that x509-parser cannot read is an error.
+pub fn crls_next_update(
+    path: &Path,
+    crls: &[CertificateRevocationListDer<'_>],
+) -> Result<Option<time::OffsetDateTime>, TlsError> {
     let mut earliest: Option<time::OffsetDateTime> = None;
-    for der in load_crls(path)? {
-        let parsed = x509_parser::parse_x509_crl(&der);
+    for der in crls {
+        let parsed = x509_parser::parse_x509_crl(der);
         let Ok((_, crl)) = parsed else {
             return Err(TlsError::BadCrl {
                 path: path.to_owned(),
