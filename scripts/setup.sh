@@ -54,13 +54,29 @@ packages=(
     # h2/hyperframe, run by /usr/bin/python3 in processes of their own; the soak's plot
     # (scripts/soak.sh → docs/soak.png) is drawn with matplotlib
     python3-h2 python3-matplotlib
+    # the fuzz targets (scripts/fuzz.sh) link libFuzzer, which is C++
+    g++
 )
+
+# The fuzz targets (fuzz/, scripts/fuzz.sh, run briefly by scripts/test.sh) need the
+# nightly toolchain and cargo-fuzz; cargo-fuzz is installed when missing.
+fuzz_tools() {
+    if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+        echo "error: the fuzz targets need the nightly toolchain" >&2
+        echo "hint: rustup toolchain install nightly --profile minimal" >&2
+        exit 1
+    fi
+    if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "installing: cargo-fuzz" >&2
+        cargo install cargo-fuzz --locked
+    fi
+}
 
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && { fuzz_tools; exit 0; }
 
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -79,3 +95,4 @@ echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
 "${sudo[@]}" apt-get install -y -q --no-install-recommends "${extra[@]}" "${missing[@]}"
+fuzz_tools
