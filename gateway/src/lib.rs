@@ -186,6 +186,11 @@ impl Error {
             )),
             Error::Demo(e) => e.hint(),
             Error::Runtime(_) => None,
+            Error::Root { command: "demo" } => Some(
+                "run it as an ordinary user (the demo needs no privilege: `runuser -u USER -- \
+                 virtgated demo`); or pass --allow-root to run it as root anyway"
+                    .into(),
+            ),
             Error::Root { command } => Some(format!(
                 "run it as its own user: the package's virtgated.service has User=virtgate \
                  (by hand: `runuser -u virtgate -- virtgated {command}`); or pass --allow-root \
