@@ -184,8 +184,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                 let now = self.shared.now_ms();
                 self.shared.last_read_ms.store(now, Relaxed);
                 if self.preface.is_some() {
-                    let data = buf.filled()[before..].to_vec();
-                    self.preface(&data);
+                    self.preface(&buf.filled()[before..]);
                 }
             }
         }

@@ -270,7 +270,12 @@ async fn tls_connection(
     let _ = socket2::SockRef::from(&stream)
         .set_tcp_notsent_lowat(virtgate_proto::tuning::NOTSENT_LOWAT);
     let metrics = &ctx.state.metrics;
-    let accept = acceptor.accept(stream).into_fallible();
+    // The TLS stream (rustls' connection, ~1.2 KiB) lives on the heap, once: moved by value
+    // it would also stay behind, dead, in each async frame it passed through (`handshake`
+    // and `tls` here, serve_connection's `io`), and a connection's task is as big as its
+    // largest state (bench/src/analysis.md, P4).
+    let accept =
+        futures_util::FutureExt::map(acceptor.accept(stream).into_fallible(), |r| r.map(Box::new));
     let shed = slot.shed.clone();
     let handshake = tokio::select! {
         r = tokio::time::timeout(ctx.handshake_timeout, accept) => r,
@@ -290,7 +295,8 @@ async fn tls_connection(
                 &peer.to_string(),
                 &format!("TLS handshake failed: {reason}"),
             );
-            lingering_close(io).await;
+            // boxed: its 4 KiB drain buffer would otherwise size every connection's task
+            Box::pin(lingering_close(io)).await;
             return;
         }
         Err(_) => {
