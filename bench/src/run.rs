@@ -287,7 +287,7 @@ pub fn run(args: &Args) -> Result<()> {
             .into(),
         format!(
             "Ciphers: ssh -L default = {}; stunnel = TLS 1.3 {stunnel_cipher}; virtgate TLS = TLS 1.3 \
-             (rustls/ring, AES-256-GCM preferred); virtgate SSH = russh's first choice, chacha20-poly1305.",
+             (rustls/ring, AES-256-GCM preferred); virtgate SSH = aes128-gcm@openssh.com (the client's first choice).",
             paths::default_ssh_cipher()
         ),
         "CPU s/GB: CPU seconds (user + system) that the path's own processes (tunnel client and \
