@@ -70,7 +70,13 @@ fn leaf(
 /// ca.pem, server.pem/.key (for `sans`), alice.pem/.key, and mallory.* from another CA.
 fn pki(sans: &[&str]) -> Pki {
     let dir = tempfile::tempdir().unwrap();
-    let w = |n: &str, s: &str| std::fs::write(dir.path().join(n), s).unwrap();
+    // 0600 like virtgate-pki writes them: the client refuses keys others may read
+    let w = |n: &str, s: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.path().join(n);
+        std::fs::write(&path, s).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
     let (issuer, ca_pem) = ca("test CA");
     w("ca.pem", &ca_pem);
     let (c, k) = leaf(
