@@ -212,8 +212,9 @@ impl Budget {
         Ok((slot, admitted))
     }
 
-    /// How many connections are pending now (metrics, tests).
-    pub fn pending(&self) -> usize {
+    /// How many connections are pending now.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         lock(&self.inner).total
     }
 }

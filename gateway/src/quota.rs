@@ -104,8 +104,9 @@ impl Quotas {
         })
     }
 
-    /// How many `kind` `user` holds now (tests, metrics).
-    pub fn count(&self, user: &str, kind: Kind) -> usize {
+    /// How many `kind` `user` holds now.
+    #[cfg(test)]
+    fn count(&self, user: &str, kind: Kind) -> usize {
         lock(&self.users).get(user).map_or(0, |c| c[kind as usize])
     }
 }

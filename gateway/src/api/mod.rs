@@ -230,25 +230,24 @@ pub async fn serve_connection<IO>(
         fds: Arc::new(descriptors::Table::default()),
         live: live.clone(),
     });
-    // a refused connection gets the login deadline to ask and hear why, then goes
-    let refusal_deadline = refused.is_some().then_some(login_deadline);
+    let is_refused = refused.is_some();
     let refused = refused.map(|e| Arc::new(e.problem));
     let answered = tokio_util::sync::CancellationToken::new();
     let answered_by_service = answered.clone();
     let service = hyper::service::service_fn(move |req| {
-        let refused = refused.clone();
-        let answered = answered_by_service.clone();
-        let handled = handle(state.clone(), conn_auth.clone(), conn_ctx.clone(), req);
+        // over a limit: say which, once told the connection closes (below)
+        let refusal = refused.as_ref().map(|p| {
+            answered_by_service.cancel();
+            let mut r = ApiError::from(Problem::clone(p)).into_response();
+            r.headers_mut()
+                .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+            r
+        });
+        let (state, auth, conn) = (state.clone(), conn_auth.clone(), conn_ctx.clone());
         async move {
-            match refused {
-                Some(p) => {
-                    answered.cancel();
-                    let mut r = ApiError::from(Problem::clone(&p)).into_response();
-                    r.headers_mut()
-                        .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
-                    Ok(r)
-                }
-                None => handled.await,
+            match refusal {
+                Some(r) => Ok(r),
+                None => handle(state, auth, conn, req).await,
             }
         }
         .instrument(span.clone())
@@ -268,13 +267,7 @@ pub async fn serve_connection<IO>(
         _ = async {
             tokio::select! {
                 _ = shutdown.begin.cancelled() => {}
-                _ = answered.cancelled() => {}
-                _ = async {
-                    match refusal_deadline {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
+                _ = refusal_told(is_refused, &answered, login_deadline) => {}
                 _ = auth.must_close(login_deadline) => {}
                 _ = async {
                     match idle_limit {
@@ -314,6 +307,22 @@ pub async fn serve_connection<IO>(
         ),
         Ok(()) => tracing::debug!("connection closed"),
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+    }
+}
+
+/// Resolves once a refused connection has been told why (its first answer), or has had
+/// `deadline` to ask; never for a connection that was not refused.
+async fn refusal_told(
+    refused: bool,
+    answered: &tokio_util::sync::CancellationToken,
+    deadline: Duration,
+) {
+    if !refused {
+        return std::future::pending().await;
+    }
+    tokio::select! {
+        _ = answered.cancelled() => {}
+        _ = tokio::time::sleep(deadline) => {}
     }
 }
 

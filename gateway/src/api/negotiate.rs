@@ -273,8 +273,7 @@ impl Pending {
 
     /// Logged in: no longer pending, its place in the budget is free for others.
     fn leave_budget(&self) {
-        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(slot);
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Count and log a refused token; close the connection after [`MAX_FAILURES`].

@@ -161,6 +161,14 @@ impl Accept {
     }
 }
 
+/// The places to hold for the connection's life, or the refusal its requests are answered.
+fn split<T>(places: Result<T, error::ApiError>) -> (Option<T>, Option<error::ApiError>) {
+    match places {
+        Ok(p) => (Some(p), None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
 /// What an admitted connection holds until it ends.
 struct Places {
     /// Its place in `limits.max_connections`.
@@ -338,15 +346,10 @@ async fn tls_connection(
         ConnAuth::Known(id) => Some(id.as_ref()),
         _ => None,
     };
-    let places = ctx.places(known);
+    let (_held, refused) = split(ctx.places(known));
     let registered = ctx.state.registry.connection(known, certs);
     drop(live);
-    match places {
-        Ok(_held) => api::serve_connection(tls, ctx.state.clone(), auth, registered, None).await,
-        Err(refusal) => {
-            api::serve_connection(tls, ctx.state.clone(), auth, registered, Some(refusal)).await
-        }
-    }
+    api::serve_connection(tls, ctx.state.clone(), auth, registered, refused).await;
 }
 
 /// Accept unix socket connections until shutdown; the peer's uid is its identity.
@@ -413,16 +416,13 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
     tracing::Span::current().record("user", tracing::field::display(&identity.user));
     tracing::info!(uid, method = %identity.method, "authenticated");
     let registered = ctx.state.registry.connection(Some(&identity), None);
-    let (_held, refusal) = match quota {
-        Ok(q) => (Some(q), None),
-        Err(e) => (None, Some(e)),
-    };
+    let (_held, refused) = split(quota);
     api::serve_connection(
         stream,
         ctx.state.clone(),
         ConnAuth::Known(Arc::new(identity)),
         registered,
-        refusal,
+        refused,
     )
     .await;
 }
