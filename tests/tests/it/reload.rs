@@ -402,6 +402,13 @@ fn a_sighup_storm_while_tunnels_carry_data() {
     // a stopped gateway leaves no control socket behind
     let control = w.dir.path().join("control.sock");
     assert!(control.exists());
+    // only the gateway's user may ask it to reload (docs/SECURITY.md, position 6)
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&control)
+            .expect("control.sock")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "control.sock mode {mode:o}");
     w.gateway.signal("TERM");
     w.gateway
         .wait_exit(Duration::from_secs(30))

@@ -104,6 +104,63 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }
 
+/// Beyond the modes, the proxy checks the peer's uid (SO_PEERCRED): with the folder and
+/// socket opened to everyone for a moment, `nobody` still gets nothing; we still do.
+fn another_user_is_refused_even_with_the_socket_open(w: &SWorld, c: &ClientUser) {
+    let sock = c.shared_socket();
+    let set = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    // every folder from the test's own down to the socket: searchable by others
+    let mut opened = Vec::new();
+    let mut dir = sock.parent();
+    while let Some(d) = dir {
+        if !d.starts_with(w.dir.path()) {
+            break;
+        }
+        opened.push((d.to_owned(), mode(d)));
+        set(d, mode(d) | 0o011);
+        dir = d.parent();
+    }
+    set(&sock, 0o666);
+    let whoami = |as_nobody: bool| {
+        let mut cmd = if as_nobody {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
+            c
+        } else {
+            std::process::Command::new("curl")
+        };
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "--unix-socket",
+        ])
+        .arg(&sock)
+        .arg("http://localhost/v1/whoami");
+        virtgate_tests::run(&mut cmd)
+    };
+    let theirs = whoami(true);
+    let ours = whoami(false);
+    set(&sock, 0o600);
+    for (d, m) in opened {
+        set(&d, m);
+    }
+    let (o, e) = text(&theirs);
+    // it reached the socket (no "Permission denied", no "Couldn't connect") and was closed
+    assert!(
+        !theirs.status.success()
+            && !o.contains("alice")
+            && !e.contains("Permission denied")
+            && !e.contains("Couldn't connect"),
+        "another uid was served, or never reached the proxy: {o}{e}"
+    );
+    let (o, e) = text(&ours);
+    assert!(o.contains("alice"), "our own uid: {o}{e}");
+}
+
 #[test]
 fn one_unlock_and_one_connection_serve_every_command() {
     let w = SWorld::start();
@@ -117,6 +174,7 @@ fn one_unlock_and_one_connection_serve_every_command() {
     assert_eq!(w.unlocks(), 1, "up unlocks the key once");
     assert_eq!(mode(&c.shared_socket()), 0o600);
     assert_eq!(mode(&c.runtime_folder()), 0o700);
+    another_user_is_refused_even_with_the_socket_open(&w, c);
 
     let before = w.accepted();
     assert!(c.ok(&["whoami"]).contains("alice"));
