@@ -20,26 +20,8 @@ pub const KEY_BITS: u32 = 0o066;
 /// What the CA file may not have: write for group or others.
 pub const CA_BITS: u32 = 0o022;
 
-/// The offending bits of `mode` among `bits`, in words (`readable by its group and other
-/// users`, `writable by other users`, ...); `None` when there are none.
-pub fn judge(mode: u32, bits: u32) -> Option<String> {
-    let bad = mode & bits;
-    let words = |r: bool, w: bool| match (r, w) {
-        (true, true) => Some("readable and writable"),
-        (true, false) => Some("readable"),
-        (false, true) => Some("writable"),
-        (false, false) => None,
-    };
-    let group = words(bad & 0o040 != 0, bad & 0o020 != 0);
-    let others = words(bad & 0o004 != 0, bad & 0o002 != 0);
-    Some(match (group, others) {
-        (None, None) => return None,
-        (Some(g), Some(o)) if g == o => format!("{g} by its group and other users"),
-        (Some(g), Some(o)) => format!("{g} by its group and {o} by other users"),
-        (Some(g), None) => format!("{g} by its group"),
-        (None, Some(o)) => format!("{o} by other users"),
-    })
-}
+/// The offending bits of `mode` among `bits`, in words (shared with the gateway).
+pub use virtgate_pki::files::loose_bits as judge;
 
 /// The permission bits of `path`, when it can be looked at.
 fn mode_of(path: &Path) -> Option<u32> {

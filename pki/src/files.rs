@@ -180,6 +180,28 @@ pub fn create_dir_mode(dir: &Path, mode: u32) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The offending bits of `mode` among `bits`, in words (`readable by its group and other
+/// users`, `writable by other users`, ...); `None` when there are none. The client's and the
+/// gateway's refusals of loose key and CA files both say it this way.
+pub fn loose_bits(mode: u32, bits: u32) -> Option<String> {
+    let bad = mode & bits;
+    let words = |r: bool, w: bool| match (r, w) {
+        (true, true) => Some("readable and writable"),
+        (true, false) => Some("readable"),
+        (false, true) => Some("writable"),
+        (false, false) => None,
+    };
+    let group = words(bad & 0o040 != 0, bad & 0o020 != 0);
+    let others = words(bad & 0o004 != 0, bad & 0o002 != 0);
+    Some(match (group, others) {
+        (None, None) => return None,
+        (Some(g), Some(o)) if g == o => format!("{g} by its group and other users"),
+        (Some(g), Some(o)) => format!("{g} by its group and {o} by other users"),
+        (Some(g), None) => format!("{g} by its group"),
+        (None, Some(o)) => format!("{o} by other users"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,26 +101,10 @@ pub fn judge(kind: Kind, mode: u32, via_group: bool) -> Option<Fix> {
     }
 }
 
-/// What the offending bits of `mode` (among `bits`) allow, in words:
-/// `readable by other users`, `writable by its group and other users`, ...
+/// What the offending bits of `mode` (among `bits`) allow, in words (the client's words too:
+/// [`virtgate_pki::files::loose_bits`]).
 pub fn describe(mode: u32, bits: u32) -> String {
-    let bad = mode & bits;
-    let others = match (bad & 0o004 != 0, bad & 0o002 != 0) {
-        (true, true) => Some("readable and writable by other users"),
-        (true, false) => Some("readable by other users"),
-        (false, true) => Some("writable by other users"),
-        (false, false) => None,
-    };
-    let group = (bad & 0o020 != 0).then_some("writable by its group");
-    match (group, others) {
-        (Some(_), Some("writable by other users")) => {
-            "writable by its group and other users".into()
-        }
-        (Some(g), Some(o)) => format!("{o}, and {g}"),
-        (Some(g), None) => g.into(),
-        (None, Some(o)) => o.into(),
-        (None, None) => "open to other users".into(),
-    }
+    virtgate_pki::files::loose_bits(mode, bits).unwrap_or_else(|| "open to other users".into())
 }
 
 /// Whether the gateway (effective uid `euid`, groups `groups` with the primary one first)
@@ -243,7 +227,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "kerberos.keytab /k is readable by other users, and writable by its group (mode 0664)"
+            "kerberos.keytab /k is writable by its group and readable by other users (mode 0664)"
         );
         assert!(e.hint().starts_with("run chmod 640 /k "), "{}", e.hint());
         let e = ModeError::Trust {
