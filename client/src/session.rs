@@ -56,7 +56,7 @@ const MAX_BODY: usize = 16 << 20;
 
 /// HTTP/2 flow control and frames: shared with the gateway, chosen from the benchmarks
 /// (see `virtgate_proto::tuning`).
-use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
+use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME};
 
 /// How long to wait for the connection task's verdict after a request failed.
 const VERDICT_WAIT: Duration = Duration::from_secs(2);
@@ -140,7 +140,7 @@ impl Session {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
-            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_stream_window_size(connected.stream_window)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
             .keep_alive_interval(keepalive.interval)

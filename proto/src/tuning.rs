@@ -30,6 +30,16 @@ pub const SPLICE_BUFFER: usize = 256 << 10;
 /// bulk rate for latency on every stream; see the benchmark notes for what would lift it.
 pub const STREAM_WINDOW: u32 = 256 << 10;
 
+/// Per-stream HTTP/2 receive window of connections that cross a relay: the SSH transport
+/// (client → sshd → the gateway's unix socket) and so every connection of the gateway's
+/// unix listener.
+///
+/// Over SSH each WINDOW_UPDATE crosses three processes each way, several wake-ups on a busy
+/// host, and 256 KiB drains faster than that round trip: the stream waited for credit and
+/// moved ~0.75× what `ssh -L` moves (bench/src/analysis.md). 1 MiB keeps the pipe full; the
+/// price is more bulk in flight ahead of an interactive frame on the same connection.
+pub const RELAYED_STREAM_WINDOW: u32 = 1 << 20;
+
 /// Connection receive window: many streams' windows, so a few bulk streams never use up
 /// the connection and stall an interactive one waiting for connection credit.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;

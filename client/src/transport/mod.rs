@@ -47,6 +47,9 @@ pub struct Connected {
     pub context: TlsContext,
     /// Kerberos: the login the first request must carry (`None`: already authenticated).
     pub negotiation: Option<kerberos::Negotiation>,
+    /// HTTP/2 receive window per stream: a relayed path (SSH) needs more bytes in flight to
+    /// stay full than a direct one (`virtgate_proto::tuning`).
+    pub stream_window: u32,
 }
 
 /// A prepared way to reach the gateway.

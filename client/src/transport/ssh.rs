@@ -201,6 +201,7 @@ impl SshTransport {
                 ..Default::default()
             },
             negotiation: None,
+            stream_window: virtgate_proto::tuning::RELAYED_STREAM_WINDOW,
         })
     }
 }

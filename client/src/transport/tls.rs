@@ -176,6 +176,7 @@ impl TlsTransport {
             authority: self.context.server.clone(),
             context: self.context.clone(),
             negotiation: None,
+            stream_window: virtgate_proto::tuning::STREAM_WINDOW,
         }
     }
 

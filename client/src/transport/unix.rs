@@ -64,6 +64,7 @@ impl UnixTransport {
             };
         tracing::debug!(path = %self.path.display(), "connected to the gateway's unix socket");
         Ok(Connected {
+            stream_window: virtgate_proto::tuning::STREAM_WINDOW,
             stream: Box::new(stream),
             authority: "localhost".into(),
             context: TlsContext {

@@ -140,7 +140,7 @@ impl State {
 
 /// HTTP/2 flow control and frames: shared with the client, chosen from the benchmarks
 /// (see `virtgate_proto::tuning`).
-use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
+use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME};
 
 /// How much later than [`liveness`] hyper's own keepalive would give up: hyper only sends
 /// the PINGs. Its way of giving up (a GOAWAY) hands every tunnel an end of stream, which a
@@ -179,6 +179,9 @@ impl Keepalive {
 /// login is closed the same way after too many refused tokens or when
 /// `limits.handshake_timeout_s` pass without a login.
 ///
+/// `stream_window`: HTTP/2 receive window per stream (`virtgate_proto::tuning`: a relayed
+/// connection — SSH, through the unix listener — needs more in flight than a direct one).
+///
 /// `refused`: the connection is over a limit (`limits.max_connections`, or its user's
 /// `max_connections_per_user`): every request is answered with that problem, and the
 /// connection closes after the first answer, so the client learns which limit it hit.
@@ -188,6 +191,7 @@ pub async fn serve_connection<IO>(
     auth: ConnAuth,
     registered: ConnGuard,
     refused: Option<ApiError>,
+    stream_window: u32,
 ) where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -207,7 +211,7 @@ pub async fn serve_connection<IO>(
         .timer(TokioTimer::new())
         .enable_connect_protocol()
         .max_concurrent_streams(state.limits.max_streams_per_connection)
-        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_stream_window_size(stream_window)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
         // hyper PINGs a silent peer (idle connections too); `liveness` gives it up when no

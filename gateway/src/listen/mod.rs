@@ -349,7 +349,15 @@ async fn tls_connection(
     let (_held, refused) = split(ctx.places(known));
     let registered = ctx.state.registry.connection(known, certs);
     drop(live);
-    api::serve_connection(tls, ctx.state.clone(), auth, registered, refused).await;
+    api::serve_connection(
+        tls,
+        ctx.state.clone(),
+        auth,
+        registered,
+        refused,
+        virtgate_proto::tuning::STREAM_WINDOW,
+    )
+    .await;
 }
 
 /// Accept unix socket connections until shutdown; the peer's uid is its identity.
@@ -423,6 +431,8 @@ async fn unix_connection(stream: UnixStream, ctx: Arc<Accept>) {
         ConnAuth::Known(Arc::new(identity)),
         registered,
         refused,
+        // the unix socket is where SSH connections arrive (through sshd)
+        virtgate_proto::tuning::RELAYED_STREAM_WINDOW,
     )
     .await;
 }
