@@ -1,6 +1,7 @@
 //! `docs/benchmarks.png`: three panels of horizontal grouped bars drawn with plotters'
 //! bitmap backend — P1 throughput per path (up, down), P2 echo p99 per path (alone, under
-//! bulk up, under bulk down; log scale), P3 command wall times. Text is rasterized with
+//! bulk up, under bulk down; log scale), P3 command wall times. The `--before` build's
+//! paths (`… (before)`) get the same colours, lighter. Text is rasterized with
 //! ab_glyph from a system TrueType font (Debian `fonts-dejavu-core`), so no fontconfig or
 //! freetype is needed.
 
@@ -11,6 +12,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::load::Dir;
+use crate::paths::BEFORE;
 use crate::report::Report;
 
 /// Fonts tried in order.
@@ -44,7 +46,14 @@ const GREY: RGBColor = RGBColor(120, 120, 120);
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-/// Horizontal grouped bars: one group per category (top to bottom), labelled inside.
+/// `c` mixed halfway with white: the bars of the `--before` build.
+fn lighter(c: RGBColor) -> RGBColor {
+    let mix = |v: u8| ((u16::from(v) + 255) / 2) as u8;
+    RGBColor(mix(c.0), mix(c.1), mix(c.2))
+}
+
+/// Horizontal grouped bars: one group per category (top to bottom), labelled inside; the
+/// categories whose name ends with [`BEFORE`] are drawn lighter.
 fn bars(panel: &Area, title: &str, cats: &[String], series: &[Series], log: bool) -> Result<()> {
     let (_, h) = panel.dim_in_pixel();
     let (area, legend) = panel.split_vertically(h.saturating_sub(30));
@@ -82,7 +91,12 @@ fn bars(panel: &Area, title: &str, cats: &[String], series: &[Series], log: bool
                 } else {
                     format!("{v:.1}")
                 };
-                rect(v, y1 - sub * 0.9, y1, s.color, label)?;
+                let color = if cat.ends_with(BEFORE) {
+                    lighter(s.color)
+                } else {
+                    s.color
+                };
+                rect(v, y1 - sub * 0.9, y1, color, label)?;
             }
         }
         Ok(())
@@ -142,6 +156,13 @@ fn bars(panel: &Area, title: &str, cats: &[String], series: &[Series], log: bool
             ("sans-serif", 14).into_font(),
         ))?;
         x += 30 + 8 * s.name.len() as i32;
+    }
+    if cats.iter().any(|c| c.ends_with(BEFORE)) {
+        legend.draw(&Text::new(
+            "lighter: before",
+            (x, 7),
+            ("sans-serif", 14).into_font(),
+        ))?;
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! do on purpose: thousands of connections at once (P4) and a thousand tunnels on one
 //! connection (P5). Its HTTP/2 settings are the `virtgate` client's (4 MiB stream and
 //! 16 MiB connection receive windows, 256 KiB frames), so a tunnel here behaves like one
-//! of `virtgate vnc`.
+//! of `virtgate vnc`. How many tunnels one connection holds at once is the gateway's to
+//! say (`SETTINGS_MAX_CONCURRENT_STREAMS` = its `max_streams_per_connection`); this client
+//! sets no limit of its own on the streams it opens.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -89,7 +89,8 @@ async fn read_pattern<R: AsyncRead + Unpin>(
     stop: Option<&AtomicBool>,
 ) -> Result<u64> {
     let mut v = Verifier::default();
-    let mut buf = vec![0u8; CHUNK];
+    // no bigger than the stream: P5's 10,000 short streams would hold 2.5 GB of buffers
+    let mut buf = vec![0u8; len.min(CHUNK as u64) as usize];
     while v.offset < len && !stop.is_some_and(|s| s.load(Relaxed)) {
         let want = (len - v.offset).min(CHUNK as u64) as usize;
         let n = r

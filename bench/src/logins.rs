@@ -14,7 +14,7 @@ use virtgate_tests::fixture::sshd::{Sshd, SSH_USER};
 use virtgate_tests::{system_bin, ClientCert, ClientUser, Gateway};
 
 use crate::load::median;
-use crate::paths::{ssh_client, World, PASSPHRASE};
+use crate::paths::{ssh_client, Build, World, PASSPHRASE};
 
 /// The row of `virtgate list` with the encrypted key, connecting itself.
 pub const LOCKED_ROW: &str = "virtgate list (TLS, encrypted key)";
@@ -92,8 +92,15 @@ fn curl(gw: &Gateway, cert: &ClientCert) -> Command {
     c
 }
 
-/// All P3 commands against `gw` and `sshd`.
-pub fn measure(w: &World, gw: &Gateway, sshd: &Sshd, runs: usize) -> Result<Vec<Login>> {
+/// All P3 commands against `gw` and `sshd`, with `build`'s `virtgate` over SSH (the others
+/// run the current build's: [`virtgate_tests::bin`]).
+pub fn measure(
+    w: &World,
+    gw: &Gateway,
+    sshd: &Sshd,
+    runs: usize,
+    build: &Build,
+) -> Result<Vec<Login>> {
     let mut out = Vec::new();
     let locked = profile(w, "p3-locked", &gw.url(0), &w.locked);
     out.push(Login {
@@ -144,7 +151,7 @@ pub fn measure(w: &World, gw: &Gateway, sshd: &Sshd, runs: usize) -> Result<Vec<
             c
         })?,
     });
-    let over_ssh = ssh_client(w, gw, sshd, "p3-ssh")?;
+    let over_ssh = ssh_client(w, gw, sshd, "p3-ssh", build)?;
     out.push(Login {
         name: "virtgate list (SSH)",
         note: "russh login with an ed25519 key, direct-streamlocal, HTTP/2, GET /v1/domains",

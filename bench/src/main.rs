@@ -6,9 +6,10 @@
 //! verified byte stream) are the far end; [`paths`] sets up each path with the real
 //! programs; [`load`] and [`measure`] run P1 (bulk) and P2 (echo, alone and under bulk);
 //! [`logins`] times whole commands (P3); [`scale`] with [`h2client`] does P4 (memory per
-//! idle connection) and P5 (1,000 tunnels on one connection), [`procfs`] reads CPU time and
-//! RSS of the processes under test; [`report`] and [`chart`]
-//! write `benchmarks.md` and `benchmarks.png`; [`run`] is the order of it all.
+//! idle connection) and P5 (10,000 tunnels on one connection), [`procfs`] reads CPU time
+//! and RSS of the processes under test; [`report`] and [`chart`] write `benchmarks.md` and
+//! `benchmarks.png`; [`run`] is the order of it all. With `--before DIR` the virtgate paths,
+//! P4 and P5 run a second time with an older build's binaries, in the same run.
 
 mod chart;
 mod h2client;
@@ -37,10 +38,19 @@ pub struct Args {
     /// Folder for benchmarks.md and benchmarks.png [default: docs, or target/bench with --quick].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only the paths whose name contains this (repeatable; e.g. `--only "virtgate TLS"`):
-    /// P1/P2 only, nothing written. For profiling and tuning.
+    /// Only the paths whose name contains this (repeatable; e.g. `--only "virtgate TLS"`),
+    /// and P3, P4 or P5 only when named (`--only P5`); nothing written. For profiling and
+    /// tuning.
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
+    /// A folder with an older build's `virtgate` and `virtgated` (`virtgate-pki` is not
+    /// needed): the virtgate paths, P4 and P5 are measured with them too, in the same run
+    /// (before, then after, for each), and the report shows before → after.
+    #[arg(long, value_name = "DIR")]
+    before: Option<PathBuf>,
+    /// P5 tunnel count (default 10,000, 1,000 with --quick).
+    #[arg(long, value_name = "N")]
+    tunnels: Option<usize>,
     /// Bytes per P1 run in MiB (default 2048, 256 with --quick).
     #[arg(long, value_name = "MIB")]
     bulk_mib: Option<u64>,

@@ -67,7 +67,7 @@ impl Config {
                 echo_limit: Duration::from_secs(15),
                 logins: 20,
                 conns: vec![1000, 10_000],
-                tunnels: 1000,
+                tunnels: 10_000,
                 fanout_total: 2 << 30,
                 dirs: vec![Dir::Up, Dir::Down],
                 p2: true,
@@ -107,6 +107,27 @@ pub struct Loaded {
     pub bulk_mbps: f64,
 }
 
+/// CPU seconds per GB moved in P1 (one direction), by end of the tunnel; `None` where the
+/// path has no such process (raw TCP) or the direction did not run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    /// The tunnel client (`virtgate vnc`, `ssh`, the client stunnel): the user's machine.
+    pub client: Option<f64>,
+    /// The tunnel server (`virtgated`, sshd's tree, the server stunnel): what the
+    /// hypervisor host pays.
+    pub server: Option<f64>,
+}
+
+impl Cpu {
+    /// Both ends together (`None` when neither was measured).
+    pub fn total(&self) -> Option<f64> {
+        match (self.client, self.server) {
+            (None, None) => None,
+            (c, s) => Some(c.unwrap_or(0.0) + s.unwrap_or(0.0)),
+        }
+    }
+}
+
 /// Everything measured on one path.
 #[derive(Debug, Clone)]
 pub struct PathResult {
@@ -115,9 +136,9 @@ pub struct PathResult {
     /// MB/s of each P1 run.
     pub up: Vec<f64>,
     pub down: Vec<f64>,
-    /// CPU seconds the path's own processes spent per GB moved in P1 (`None`: raw TCP).
-    pub cpu_up: Option<f64>,
-    pub cpu_down: Option<f64>,
+    /// CPU seconds per GB the path's own processes spent in P1, by end and direction.
+    pub cpu_up: Cpu,
+    pub cpu_down: Cpu,
     pub echo: Rtt,
     pub under_up: Loaded,
     pub under_down: Loaded,
@@ -131,6 +152,13 @@ impl PathResult {
         }
     }
 
+    pub fn cpu(&self, dir: Dir) -> Cpu {
+        match dir {
+            Dir::Up => self.cpu_up,
+            Dir::Down => self.cpu_down,
+        }
+    }
+
     pub fn loaded(&self, dir: Dir) -> Loaded {
         match dir {
             Dir::Up => self.under_up,
@@ -139,14 +167,23 @@ impl PathResult {
     }
 }
 
-/// P1 runs in one direction: MB/s of each, and the CPU seconds per GB of `pids`.
+/// The processes of a path by end (roots of their trees), for [`Cpu`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ends<'a> {
+    /// The tunnel client's processes.
+    pub client: &'a [u32],
+    /// The tunnel server's processes.
+    pub server: &'a [u32],
+}
+
+/// P1 runs in one direction: MB/s of each, and the CPU seconds per GB of each end.
 async fn p1(
     addr: SocketAddr,
-    pids: &[u32],
+    ends: Ends<'_>,
     dir: Dir,
     cfg: &Config,
     reg: &Arc<Registry>,
-) -> Result<(Vec<f64>, Option<f64>)> {
+) -> Result<(Vec<f64>, Cpu)> {
     within(
         300,
         "the warm-up transfer",
@@ -154,7 +191,7 @@ async fn p1(
     )
     .await
     .with_context(|| format!("warm-up transfer {}", dir.name()))?;
-    let cpu0 = cpu_seconds(pids);
+    let cpu0 = (cpu_seconds(ends.client), cpu_seconds(ends.server));
     let mut rates = Vec::new();
     for i in 0..cfg.runs {
         // ≥ 1 MB/s or fail: a stalled path must not hang the run.
@@ -168,7 +205,12 @@ async fn p1(
         rates.push(mbps(cfg.bulk, d));
     }
     let gb = (cfg.bulk * cfg.runs as u64) as f64 / 1e9;
-    let cpu = (!pids.is_empty()).then(|| (cpu_seconds(pids) - cpu0) / gb);
+    let per_gb =
+        |pids: &[u32], at0: f64| (!pids.is_empty()).then(|| (cpu_seconds(pids) - at0) / gb);
+    let cpu = Cpu {
+        client: per_gb(ends.client, cpu0.0),
+        server: per_gb(ends.server, cpu0.1),
+    };
     Ok((rates, cpu))
 }
 
@@ -201,13 +243,14 @@ pub async fn measure_path(
     name: &'static str,
     note: String,
     addr: SocketAddr,
-    pids: &[u32],
+    ends: Ends<'_>,
     cfg: &Config,
     reg: &Arc<Registry>,
 ) -> Result<PathResult> {
-    let (mut up, mut cpu_up, mut down, mut cpu_down) = (Vec::new(), None, Vec::new(), None);
+    let (mut up, mut cpu_up, mut down, mut cpu_down) =
+        (Vec::new(), Cpu::default(), Vec::new(), Cpu::default());
     for &dir in &cfg.dirs {
-        let (rates, cpu) = p1(addr, pids, dir, cfg, reg).await?;
+        let (rates, cpu) = p1(addr, ends, dir, cfg, reg).await?;
         match dir {
             Dir::Up => (up, cpu_up) = (rates, cpu),
             Dir::Down => (down, cpu_down) = (rates, cpu),

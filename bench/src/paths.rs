@@ -6,7 +6,12 @@
 //!
 //! [`World`] holds what several paths share: the temp dir, the bench servers, the CA and
 //! client certificates (one plain key, one encrypted like a user's), the SSH key and
-//! known_hosts of the test account.
+//! known_hosts of the test account. A [`Build`] is one set of virtgate binaries: the
+//! current one, and with `--before` an older one whose paths are named `… (before)`.
+//!
+//! Each path names its processes by end, for the CPU split of P1: the client end (the
+//! tunnel client a user runs: `virtgate vnc`, `ssh`, the client stunnel) and the server end
+//! (what runs on the hypervisor host: `virtgated`, sshd's process tree, the server stunnel).
 
 use std::any::Any;
 use std::fs::File;
@@ -26,6 +31,9 @@ use crate::servers::Servers;
 /// The passphrase of the encrypted client key (P3).
 pub const PASSPHRASE: &str = "bench passphrase 7f3c";
 
+/// `max_streams_per_connection` of the bench's gateways: room for P5's 10,000 tunnels.
+pub const MAX_STREAMS: u64 = 20_000;
+
 /// What the paths share.
 pub struct World {
     pub dir: tempfile::TempDir,
@@ -39,14 +47,28 @@ pub struct World {
     pub ssh_key: PathBuf,
 }
 
+/// One build of virtgate's binaries under test.
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// The folder holding its `virtgated` and `virtgate`.
+    pub dir: PathBuf,
+    /// Whether it is the `--before` build: its paths are named `… (before)`.
+    pub before: bool,
+}
+
+/// What the names of the `--before` build's paths end with.
+pub const BEFORE: &str = " (before)";
+
 /// A path under test: connect to `addr`.
 pub struct Path {
     pub name: &'static str,
     /// What to know about this path (cipher, connection sharing).
     pub note: String,
     pub addr: SocketAddr,
-    /// The path's own processes (roots of their trees), for CPU accounting.
-    pub pids: Vec<u32>,
+    /// The client end's processes (roots of their trees), for its share of the CPU time.
+    pub client_pids: Vec<u32>,
+    /// The server end's processes (roots of their trees): what costs the hypervisor host.
+    pub server_pids: Vec<u32>,
     /// The processes (and fixtures) behind it, stopped on drop.
     _keep: Vec<Box<dyn Any>>,
 }
@@ -84,19 +106,20 @@ impl World {
         sshd
     }
 
-    /// A gateway serving the bench domain on 127.0.0.1 (TLS) and a unix socket (SSH), every
-    /// user admin, with room for the connection and stream counts of P4/P5.
-    pub fn gateway(&self, name: &str) -> Gateway {
+    /// A gateway of `build` serving the bench domain on 127.0.0.1 (TLS) and a unix socket
+    /// (SSH), every user admin, with room for the connection and stream counts of P4/P5.
+    pub fn gateway(&self, name: &str, build: &Build) -> Gateway {
         let gwdir = self.path(name);
         let _ = std::fs::create_dir_all(&gwdir);
         open_path_to(&gwdir);
         GatewayBuilder::new(&self.pki)
+            .bin_dir(&build.dir)
             .listen(&["127.0.0.1:0"])
             .unix(&gwdir.join("gw.sock"))
             .domain(self.servers.domain_toml("bench"))
             .rule(&["*"], &["*"], "admin")
             .limit("max_connections", 20000)
-            .limit("max_streams_per_connection", 2000)
+            .limit("max_streams_per_connection", MAX_STREAMS)
             // P4 opens its connections PARALLEL_HANDSHAKES at a time from one address, and
             // P5 opens its tunnels as one user
             .limit("max_pending_handshakes", 4096)
@@ -177,7 +200,8 @@ pub fn raw(w: &World) -> Path {
         name: "raw TCP",
         note: "no tunnel: the floor; the two P2 streams are separate connections".into(),
         addr: w.servers.tcp,
-        pids: Vec::new(),
+        client_pids: Vec::new(),
+        server_pids: Vec::new(),
         _keep: Vec::new(),
     }
 }
@@ -200,7 +224,7 @@ pub fn ssh_l(w: &World, sshd: &Sshd, cipher: Option<&'static str>) -> Result<Pat
     let log = w.path(&format!("ssh-L-{lport}.log"));
     let mut child = spawn(&mut cmd, &log, "ssh -L")?;
     wait_port(addr, &mut child, "ssh -L", &log)?;
-    let pids = vec![child.id(), sshd_pid(w)?];
+    let (client_pids, server_pids) = (vec![child.id()], vec![sshd_pid(w)?]);
     let (name, cipher_name) = match cipher {
         Some(c) => ("ssh -L aes128-gcm", c.to_owned()),
         None => ("ssh -L default", default_ssh_cipher()),
@@ -209,7 +233,8 @@ pub fn ssh_l(w: &World, sshd: &Sshd, cipher: Option<&'static str>) -> Result<Pat
         name,
         note: format!("cipher {cipher_name}; both P2 streams are channels of one ssh connection"),
         addr,
-        pids,
+        client_pids,
+        server_pids,
         _keep: vec![Box::new(child)],
     })
 }
@@ -285,7 +310,9 @@ pub fn stunnel(w: &World) -> Result<Path> {
         name: "stunnel4",
         note: "TLS 1.3, client certificate; stunnel opens one TLS connection per TCP connection, so the P2 streams do NOT share one".into(),
         addr: ([127, 0, 0, 1], lport).into(),
-        pids: guards.iter().map(|g| g.id()).collect(),
+        // started server first, then client
+        server_pids: vec![guards[0].id()],
+        client_pids: vec![guards[1].id()],
         _keep: guards.into_iter().map(|g| Box::new(g) as Box<dyn Any>).collect(),
     })
 }
@@ -299,21 +326,34 @@ pub fn stunnel_cipher(w: &World) -> Option<String> {
         .map(|s| s.split_whitespace().next().unwrap_or(s).to_owned())
 }
 
-/// `virtgate vnc bench --no-viewer` over TLS to `gw`.
-pub fn virtgate_tls(w: &World, gw: &Gateway) -> Path {
-    let user = ClientUser::new(&w.path("client-tls"), &gw.url(0), &w.plain);
+/// `virtgate vnc bench --no-viewer` of `build` over TLS to `gw` (of the same build).
+pub fn virtgate_tls(w: &World, gw: &Gateway, build: &Build) -> Path {
+    let dir = if build.before {
+        "client-tls-before"
+    } else {
+        "client-tls"
+    };
+    let user = ClientUser::new(&w.path(dir), &gw.url(0), &w.plain).bin_dir(&build.dir);
     let fwd = user.vnc("bench", &[]);
     Path {
-        name: "virtgate TLS",
+        name: if build.before { "virtgate TLS (before)" } else { "virtgate TLS" },
         note: "virtgate vnc → virtgated (TLS 1.3, HTTP/2) → unix socket; both P2 streams on one HTTP/2 connection".into(),
         addr: fwd.addr,
-        pids: vec![fwd.child.id(), gw.pid()],
+        client_pids: vec![fwd.child.id()],
+        server_pids: vec![gw.pid()],
         _keep: vec![Box::new(fwd)],
     }
 }
 
-/// A client profile that reaches `gw` over SSH through `sshd` as the test account.
-pub fn ssh_client(w: &World, gw: &Gateway, sshd: &Sshd, name: &str) -> Result<ClientUser> {
+/// A client profile (running `build`'s `virtgate`) that reaches `gw` over SSH through
+/// `sshd` as the test account.
+pub fn ssh_client(
+    w: &World,
+    gw: &Gateway,
+    sshd: &Sshd,
+    name: &str,
+    build: &Build,
+) -> Result<ClientUser> {
     let url = format!(
         "virtgate+ssh://{SSH_USER}@127.0.0.1:{}{}",
         sshd.port,
@@ -324,18 +364,28 @@ pub fn ssh_client(w: &World, gw: &Gateway, sshd: &Sshd, name: &str) -> Result<Cl
     std::fs::create_dir_all(&ssh)?;
     std::fs::copy(&w.ssh_key, ssh.join("id_ed25519"))?;
     std::fs::write(ssh.join("known_hosts"), sshd.known_hosts_line("127.0.0.1"))?;
-    Ok(user.with_env("SSH_AUTH_SOCK", "/nonexistent/agent.sock"))
+    Ok(user
+        .with_env("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
+        .bin_dir(&build.dir))
 }
 
-/// `virtgate vnc bench --no-viewer` over SSH (`virtgate+ssh://`) to `gw`'s unix socket.
-pub fn virtgate_ssh(w: &World, gw: &Gateway, sshd: &Sshd) -> Result<Path> {
-    let user = ssh_client(w, gw, sshd, "client-ssh")?;
+/// `virtgate vnc bench --no-viewer` of `build` over SSH (`virtgate+ssh://`) to `gw`'s
+/// unix socket (`gw` of the same build).
+pub fn virtgate_ssh(w: &World, gw: &Gateway, sshd: &Sshd, build: &Build) -> Result<Path> {
+    let dir = if build.before {
+        "client-ssh-before"
+    } else {
+        "client-ssh"
+    };
+    let user = ssh_client(w, gw, sshd, dir, build)?;
     let fwd = user.vnc("bench", &[]);
     Ok(Path {
-        name: "virtgate SSH",
+        name: if build.before { "virtgate SSH (before)" } else { "virtgate SSH" },
         note: "virtgate vnc → sshd (direct-streamlocal, russh client) → virtgated unix socket; one HTTP/2 connection".into(),
         addr: fwd.addr,
-        pids: vec![fwd.child.id(), gw.pid(), sshd_pid(w)?],
+        // the client's SSH transport is in-process (russh); sshd relays to the gateway
+        client_pids: vec![fwd.child.id()],
+        server_pids: vec![gw.pid(), sshd_pid(w)?],
         _keep: vec![Box::new(fwd)],
     })
 }

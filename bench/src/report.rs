@@ -1,6 +1,7 @@
 //! The results of one run as Markdown (`docs/benchmarks.md`; its tables are also what the
 //! bench prints): the machine, every metric beside its baselines with the ratios, and the
-//! issue's targets marked met or not met.
+//! targets of issue 14 marked met or not met. With `--before`, the older build's paths are
+//! rows of their own (`… (before)`), and the targets, P4 and P5 show before → after.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,12 +9,17 @@ use std::time::Duration;
 use crate::load::Dir;
 use crate::logins::{Login, LOCKED_ROW, UP_ROW};
 use crate::measure::{Config, PathResult};
+use crate::paths::BEFORE;
 use crate::scale::{Fanout, Memory};
 
 /// Names of the paths the targets compare.
 pub const VIRTGATE_TLS: &str = "virtgate TLS";
+pub const VIRTGATE_SSH: &str = "virtgate SSH";
 pub const SSH_AES: &str = "ssh -L aes128-gcm";
 pub const STUNNEL: &str = "stunnel4";
+
+/// P5's tunnel count in issue 14's target (a `--quick` run opens fewer).
+pub const TARGET_TUNNELS: usize = 10_000;
 
 /// Where and when it ran.
 #[derive(Debug, Clone)]
@@ -32,14 +38,30 @@ pub struct Machine {
 pub struct Report {
     pub cfg: Config,
     pub machine: Machine,
+    /// Whether an older build ran too (`--before`): its paths are named `… (before)`.
+    pub before: bool,
     pub paths: Vec<PathResult>,
     pub logins: Vec<Login>,
-    /// P4 and P5; `None` when the run was limited to some paths (`--only`).
+    /// P4 and P5 of the current build; `None` when not run (`--only`).
     pub memory: Option<Memory>,
     pub fanout: Option<Fanout>,
+    /// P4 and P5 of the `--before` build, when given.
+    pub memory_before: Option<Memory>,
+    pub fanout_before: Option<Fanout>,
     /// Facts learned during the run (ciphers negotiated …).
     pub notes: Vec<String>,
     pub elapsed: Duration,
+}
+
+/// One row of the targets table.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The target, in the issue's words (short).
+    pub what: String,
+    /// The measured value(s); `before → after` with `--before`.
+    pub measured: String,
+    /// Met or not; `None` when this run cannot tell (P5 with fewer tunnels in `--quick`).
+    pub met: Option<bool>,
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -50,12 +72,25 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "**met**"
-    } else {
-        "**not met**"
+fn met(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not checked",
     }
+}
+
+/// `f(after)`, or `f(before) → f(after)` when there is a before value.
+fn ba(before: Option<f64>, after: f64, f: impl Fn(f64) -> String) -> String {
+    match before {
+        Some(b) => format!("{} → {}", f(b), f(after)),
+        None => f(after),
+    }
+}
+
+/// An optional CPU figure, `–` when absent.
+fn cpu(c: Option<f64>) -> String {
+    c.map_or("–".into(), |c| format!("{c:.2}"))
 }
 
 impl Report {
@@ -63,72 +98,122 @@ impl Report {
         self.paths.iter().find(|p| p.name == name)
     }
 
-    /// The targets of issue 6: (target, measured, met).
-    pub fn targets(&self) -> Vec<(String, String, bool)> {
+    /// The `--before` build's result of path `name`.
+    fn before_of(&self, name: &str) -> Option<&PathResult> {
+        self.path(&format!("{name}{BEFORE}"))
+    }
+
+    /// The targets of issue 14.
+    pub fn targets(&self) -> Vec<Target> {
         let mut t = Vec::new();
-        let Some(vg) = self.path(VIRTGATE_TLS) else {
-            return t;
-        };
-        for base in [SSH_AES, STUNNEL] {
-            if let Some(b) = self.path(base) {
-                let (ru, rd) = (
-                    vg.p1(Dir::Up) / b.p1(Dir::Up),
-                    vg.p1(Dir::Down) / b.p1(Dir::Down),
-                );
-                t.push((
-                    format!("P1 virtgate TLS ≥ 1.0× {base} (goal 2×)"),
-                    format!("up {ru:.2}×, down {rd:.2}×"),
-                    ru >= 1.0 && rd >= 1.0,
-                ));
+        let x = |v: f64| format!("{v:.2}×");
+        let aes = self.path(SSH_AES);
+        if let Some(vg) = self.path(VIRTGATE_TLS) {
+            let vb = self.before_of(VIRTGATE_TLS);
+            if let Some(b) = aes {
+                let r = |p: &PathResult, d: Dir| p.p1(d) / b.p1(d);
+                let (ru, rd) = (r(vg, Dir::Up), r(vg, Dir::Down));
+                t.push(Target {
+                    what: format!("P1 virtgate TLS ≥ 1.5× {SSH_AES} (goal 2×)"),
+                    measured: format!(
+                        "up {}, down {}",
+                        ba(vb.map(|p| r(p, Dir::Up)), ru, x),
+                        ba(vb.map(|p| r(p, Dir::Down)), rd, x)
+                    ),
+                    met: Some(ru >= 1.5 && rd >= 1.5),
+                });
+                let server = |p: &PathResult, d: Dir| p.cpu(d).server.unwrap_or(f64::NAN);
+                let s = |v: f64| format!("{v:.2}");
+                let (gu, gd) = (server(vg, Dir::Up), server(vg, Dir::Down));
+                let (su, sd) = (server(b, Dir::Up), server(b, Dir::Down));
+                t.push(Target {
+                    what: format!("P1 virtgate TLS gateway CPU s/GB below {SSH_AES}'s sshd"),
+                    measured: format!(
+                        "up {} s/GB (sshd {su:.2}), down {} (sshd {sd:.2})",
+                        ba(vb.map(|p| server(p, Dir::Up)), gu, s),
+                        ba(vb.map(|p| server(p, Dir::Down)), gd, s)
+                    ),
+                    met: Some(gu < su && gd < sd),
+                });
             }
+            let ms = |v: f64| format!("{:.2} ms", v / 1000.0);
+            let pct = |v: f64| format!("{:.0} %", v * 100.0);
+            let p99 = |p: &PathResult, d: Dir| p.loaded(d).rtt.p99;
+            let keep = |p: &PathResult, d: Dir| p.loaded(d).bulk_mbps / p.p1(d);
+            let (lu, ld) = (p99(vg, Dir::Up), p99(vg, Dir::Down));
+            let (ku, kd) = (keep(vg, Dir::Up), keep(vg, Dir::Down));
+            t.push(Target {
+                what: "P2 virtgate TLS echo p99 ≤ 1 ms under bulk up and down, bulk ≥ 90 % of solo"
+                    .into(),
+                measured: format!(
+                    "p99 {} (up), {} (down); bulk {} (up), {} (down)",
+                    ba(vb.map(|p| p99(p, Dir::Up)), lu, ms),
+                    ba(vb.map(|p| p99(p, Dir::Down)), ld, ms),
+                    ba(vb.map(|p| keep(p, Dir::Up)), ku, pct),
+                    ba(vb.map(|p| keep(p, Dir::Down)), kd, pct)
+                ),
+                met: Some(lu <= 1000.0 && ld <= 1000.0 && ku >= 0.9 && kd >= 0.9),
+            });
         }
-        let (lu, ld) = (vg.loaded(Dir::Up), vg.loaded(Dir::Down));
-        t.push((
-            "P2 virtgate TLS echo p99 ≤ 1 ms under bulk on the same connection".into(),
-            format!(
-                "{:.0} µs (bulk up), {:.0} µs (bulk down)",
-                lu.rtt.p99, ld.rtt.p99
-            ),
-            lu.rtt.p99 <= 1000.0 && ld.rtt.p99 <= 1000.0,
-        ));
-        let (fu, fd) = (
-            lu.bulk_mbps / vg.p1(Dir::Up),
-            ld.bulk_mbps / vg.p1(Dir::Down),
-        );
-        t.push((
-            "P2 the bulk stream keeps ≥ 80 % of its solo rate meanwhile".into(),
-            format!("up {:.0} %, down {:.0} %", fu * 100.0, fd * 100.0),
-            fu >= 0.8 && fd >= 0.8,
-        ));
+        if let (Some(vs), Some(b)) = (self.path(VIRTGATE_SSH), aes) {
+            let vb = self.before_of(VIRTGATE_SSH);
+            let r = |p: &PathResult, d: Dir| p.p1(d) / b.p1(d);
+            let (ru, rd) = (r(vs, Dir::Up), r(vs, Dir::Down));
+            t.push(Target {
+                what: format!("P1 virtgate SSH ≥ 0.8× {SSH_AES} (up and down)"),
+                measured: format!(
+                    "up {}, down {}",
+                    ba(vb.map(|p| r(p, Dir::Up)), ru, x),
+                    ba(vb.map(|p| r(p, Dir::Down)), rd, x)
+                ),
+                met: Some(ru >= 0.8 && rd >= 0.8),
+            });
+        }
         let login = |name: &str| self.logins.iter().find(|l| l.name == name);
         if let (Some(direct), Some(shared)) = (login(LOCKED_ROW), login(UP_ROW)) {
             let (d, sh) = (direct.median(), shared.median());
-            t.push((
-                "P3 `virtgate list` with `virtgate up`: ≥ 10× faster than connecting (encrypted key), under 5 ms".into(),
-                format!("{sh:.1} ms vs {d:.1} ms: {}", ratio(d, sh)),
-                d / sh >= 10.0 && sh < 5.0,
-            ));
+            t.push(Target {
+                what: "P3 `virtgate list` with `virtgate up`: ≥ 10× faster than connecting (encrypted key), under 5 ms".into(),
+                measured: format!("{sh:.1} ms vs {d:.1} ms: {}", ratio(d, sh)),
+                met: Some(d / sh >= 10.0 && sh < 5.0),
+            });
         }
         if let Some(m) = &self.memory {
             if let Some(last) = m.points.len().checked_sub(1) {
                 let k = m.per_conn(last);
-                t.push((
-                    "P4 ≤ 50 KiB per idle authenticated connection".into(),
-                    format!("{k:.1} KiB at {} connections", m.points[last].0),
-                    k <= 50.0,
-                ));
+                let before = self
+                    .memory_before
+                    .as_ref()
+                    .filter(|b| b.points.len() == m.points.len())
+                    .map(|b| b.per_conn(last));
+                t.push(Target {
+                    what: "P4 ≤ 20 KiB per idle authenticated connection".into(),
+                    measured: format!(
+                        "{} at {} connections",
+                        ba(before, k, |v| format!("{v:.1} KiB")),
+                        m.points[last].0
+                    ),
+                    met: Some(k <= 20.0),
+                });
             }
         }
         if let Some(f) = &self.fanout {
-            let r = f.aggregate_mbps() / f.single_mbps();
-            t.push((
-                format!(
-                    "P5 {} tunnels on one connection: aggregate ≥ 80 % of one tunnel",
+            let share = |f: &Fanout| f.aggregate_mbps() / f.single_mbps();
+            let r = share(f);
+            t.push(Target {
+                what: format!(
+                    "P5 {TARGET_TUNNELS} tunnels on one connection: aggregate ≥ 80 % of one tunnel"
+                ),
+                measured: format!(
+                    "{} with {} tunnels",
+                    ba(self.fanout_before.as_ref().map(share), r, |v| format!(
+                        "{:.0} %",
+                        v * 100.0
+                    )),
                     f.tunnels
                 ),
-                format!("{:.0} %", r * 100.0),
-                r >= 0.8,
-            ));
+                met: (f.tunnels >= TARGET_TUNNELS).then_some(r >= 0.8),
+            });
         }
         t
     }
@@ -138,45 +223,55 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "## Targets (issues 6 and 11)\n\n| target | measured | |\n|---|---|---|"
+            "## Targets (issue 14)\n\n| target | measured{} | |\n|---|---|---|",
+            if self.before {
+                " (before → after)"
+            } else {
+                ""
+            }
         );
-        for (target, measured, ok) in self.targets() {
-            let _ = writeln!(s, "| {target} | {measured} | {} |", met(ok));
+        for t in self.targets() {
+            let _ = writeln!(s, "| {} | {} | {} |", t.what, t.measured, met(t.met));
         }
         let _ = writeln!(
             s,
-            "\n## P1 bulk throughput, one stream (MB/s = 10^6 B/s; median of {} runs of {} MiB each way, every byte verified)\n",
+            "\n## P1 bulk throughput, one stream (MB/s = 10^6 B/s; median of {} runs of {} MiB each way, every byte verified)\n\n\
+             CPU s/GB by end: client = the tunnel client, server = what runs on the hypervisor host (see below).\n",
             self.cfg.runs,
             self.cfg.bulk >> 20
         );
         let _ = writeln!(
             s,
-            "| path | up | down | up ÷ {SSH_AES} | up ÷ {STUNNEL} | down ÷ {SSH_AES} | down ÷ {STUNNEL} | CPU s/GB up / down | runs up / down |\n|---|--:|--:|--:|--:|--:|--:|--:|---|"
+            "| path | up | down | ÷ {SSH_AES} up / down | ÷ {STUNNEL} up / down | client CPU s/GB up / down | server CPU s/GB up / down | total CPU s/GB up / down | runs up / down |\n|---|--:|--:|--:|--:|--:|--:|--:|---|"
         );
         let (aes, st) = (self.path(SSH_AES), self.path(STUNNEL));
         for p in &self.paths {
             let r = |d: Dir, b: Option<&PathResult>| {
                 b.map_or("–".into(), |b| ratio(p.p1(d), b.p1(d)))
             };
-            let cpu = |c: Option<f64>| c.map_or("–".into(), |c| format!("{c:.2}"));
             let runs = |v: &[f64]| {
                 v.iter()
                     .map(|x| format!("{x:.0}"))
                     .collect::<Vec<_>>()
                     .join(" ")
             };
+            let (cu, cd) = (p.cpu(Dir::Up), p.cpu(Dir::Down));
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} / {} | {} / {} |",
+                "| {} | {:.0} | {:.0} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
                 p.name,
                 p.p1(Dir::Up),
                 p.p1(Dir::Down),
                 r(Dir::Up, aes),
-                r(Dir::Up, st),
                 r(Dir::Down, aes),
+                r(Dir::Up, st),
                 r(Dir::Down, st),
-                cpu(p.cpu_up),
-                cpu(p.cpu_down),
+                cpu(cu.client),
+                cpu(cd.client),
+                cpu(cu.server),
+                cpu(cd.server),
+                cpu(cu.total()),
+                cpu(cd.total()),
                 runs(&p.up),
                 runs(&p.down)
             );
@@ -213,6 +308,89 @@ impl Report {
 
     /// P3, P4 and P5 tables (those that were measured).
     fn tail(&self, s: &mut String) {
+        self.logins_table(s);
+        if let Some(m) = &self.memory {
+            let mb = self.memory_before.as_ref();
+            let _ = writeln!(
+                s,
+                "\n## P4 gateway memory per idle authenticated connection (TLS 1.3 + client certificate + one request)\n"
+            );
+            match mb {
+                Some(b) => {
+                    let _ = writeln!(
+                        s,
+                        "| connections | virtgated RSS before | KiB per connection before | virtgated RSS | KiB per connection |\n\
+                         |--:|--:|--:|--:|--:|\n| 1 | {} KiB | | {} KiB | |",
+                        b.base_kib, m.base_kib
+                    );
+                    for (i, (n, rss)) in m.points.iter().enumerate() {
+                        let (brss, bk) =
+                            b.points.get(i).map_or(("–".into(), "–".into()), |(_, r)| {
+                                (format!("{r} KiB"), format!("{:.1}", b.per_conn(i)))
+                            });
+                        let _ = writeln!(
+                            s,
+                            "| {n} | {brss} | {bk} | {rss} KiB | {:.1} |",
+                            m.per_conn(i)
+                        );
+                    }
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "| connections | virtgated RSS | KiB per connection |\n|--:|--:|--:|\n| 1 | {} KiB | |",
+                        m.base_kib
+                    );
+                    for (i, (n, rss)) in m.points.iter().enumerate() {
+                        let _ = writeln!(s, "| {n} | {rss} KiB | {:.1} |", m.per_conn(i));
+                    }
+                }
+            }
+        }
+        let Some(f) = &self.fanout else { return };
+        let _ = writeln!(
+            s,
+            "\n## P5 {} concurrent tunnels on ONE connection ({} MiB in all per run, median of {} runs)\n",
+            f.tunnels,
+            self.cfg.fanout_total >> 20,
+            f.single.len(),
+        );
+        match &self.fanout_before {
+            Some(b) => {
+                let _ = writeln!(
+                    s,
+                    "| | MB/s before | ratio before | MB/s | ratio |\n|---|--:|--:|--:|--:|\n\
+                     | one tunnel alone | {:.0} | 1.00× | {:.0} | 1.00× |\n\
+                     | {} tunnels together | {:.0} | {} | {:.0} | {} |\n\n\
+                     An idle tunnel costs the gateway {:.1} → {:.1} KiB of RSS (before → after).",
+                    b.single_mbps(),
+                    f.single_mbps(),
+                    f.tunnels,
+                    b.aggregate_mbps(),
+                    ratio(b.aggregate_mbps(), b.single_mbps()),
+                    f.aggregate_mbps(),
+                    ratio(f.aggregate_mbps(), f.single_mbps()),
+                    b.kib_per_tunnel,
+                    f.kib_per_tunnel
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "| | MB/s | ratio |\n|---|--:|--:|\n| one tunnel alone | {:.0} | 1.00× |\n| {} tunnels together | {:.0} | {} |\n\n\
+                     An idle tunnel costs the gateway {:.1} KiB of RSS.",
+                    f.single_mbps(),
+                    f.tunnels,
+                    f.aggregate_mbps(),
+                    ratio(f.aggregate_mbps(), f.single_mbps()),
+                    f.kib_per_tunnel
+                );
+            }
+        }
+    }
+
+    /// The P3 table, when P3 ran.
+    fn logins_table(&self, s: &mut String) {
         if self.logins.is_empty() {
             return;
         }
@@ -238,32 +416,6 @@ impl Report {
                 l.note
             );
         }
-        if let Some(m) = &self.memory {
-            let _ = writeln!(
-                s,
-                "\n## P4 gateway memory per idle authenticated connection (TLS 1.3 + client certificate + one request)\n\n\
-                 | connections | virtgated RSS | KiB per connection |\n|--:|--:|--:|\n| 1 | {} KiB | |",
-                m.base_kib
-            );
-            for (i, (n, rss)) in m.points.iter().enumerate() {
-                let _ = writeln!(s, "| {n} | {rss} KiB | {:.1} |", m.per_conn(i));
-            }
-        }
-        let Some(f) = &self.fanout else { return };
-        let _ = writeln!(
-            s,
-            "\n## P5 {} concurrent tunnels on ONE connection ({} MiB in all per run, median of {} runs)\n\n\
-             | | MB/s | ratio |\n|---|--:|--:|\n| one tunnel alone | {:.0} | 1.00× |\n| {} tunnels together | {:.0} | {} |\n\n\
-             An idle tunnel costs the gateway {:.1} KiB of RSS.",
-            f.tunnels,
-            self.cfg.fanout_total >> 20,
-            f.single.len(),
-            f.single_mbps(),
-            f.tunnels,
-            f.aggregate_mbps(),
-            ratio(f.aggregate_mbps(), f.single_mbps()),
-            f.kib_per_tunnel
-        );
     }
 
     /// The whole `docs/benchmarks.md`.

@@ -1,7 +1,8 @@
 //! The order of one benchmark run: check the machine, start the bench servers, then each
-//! path in turn (set up, P1 + P2, stopped), P3 while the gateway and sshd are still up,
-//! P5 and P4 on fresh gateways, and finally the check that no byte failed verification
-//! before anything is written.
+//! path in turn (set up, P1 + P2, stopped; with `--before`, each virtgate path with the
+//! older build first, then the current one), P3 while the gateway and sshd are still up,
+//! P5 and P4 on fresh gateways (one per build), and finally the check that no byte failed
+//! verification before anything is written; the "How it is measured" notes.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
@@ -10,17 +11,33 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use rustix::process::{getrlimit, setrlimit, Resource};
+use virtgate_tests::Gateway;
 
-use crate::measure::{measure_path, Config, PathResult};
-use crate::paths::{self, Path, World};
+use crate::measure::{measure_path, Config, Ends, PathResult};
+use crate::paths::{self, Build, Path, World};
 use crate::report::{Machine, Report};
 use crate::servers::{Registry, Servers};
 use crate::{chart, h2client, logins, pattern, scale, Args};
 
-/// Raise RLIMIT_NOFILE to its hard limit (the gateway we start inherits it).
-fn raise_nofile() -> Result<u64> {
+/// Raise RLIMIT_NOFILE to its hard limit, and that to `need` if lower (root may, up to
+/// `fs.nr_open`); the gateways we start inherit it. Returns the limit now in force.
+fn raise_nofile(need: u64) -> Result<u64> {
     let mut l = getrlimit(Resource::Nofile);
     let hard = l.maximum.unwrap_or(1 << 20);
+    if hard < need {
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(hard);
+        let raised = need.min(nr_open).max(hard);
+        let try_l = rustix::process::Rlimit {
+            current: Some(raised),
+            maximum: Some(raised),
+        };
+        if setrlimit(Resource::Nofile, try_l).is_ok() {
+            return Ok(raised);
+        }
+    }
     l.current = Some(hard);
     setrlimit(Resource::Nofile, l).context("raising RLIMIT_NOFILE")?;
     Ok(hard)
@@ -97,6 +114,29 @@ fn machine() -> Machine {
     }
 }
 
+/// The `--before` build: `dir` must hold `virtgate` and `virtgated`.
+fn before_build(dir: &FsPath) -> Result<Build> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("--before {}", dir.display()))?;
+    for b in ["virtgated", "virtgate"] {
+        if !dir.join(b).is_file() {
+            bail!("--before {}: no {b} in it", dir.display());
+        }
+    }
+    Ok(Build { dir, before: true })
+}
+
+/// What to call a build in the report: its folder, and the commit its `COMMIT` file names.
+fn describe(b: &Build) -> String {
+    match std::fs::read_to_string(b.dir.join("COMMIT")) {
+        Ok(c) if !c.trim().is_empty() => {
+            format!("`{}` (commit {})", b.dir.display(), c.trim())
+        }
+        _ => format!("`{}`", b.dir.display()),
+    }
+}
+
 /// Run everything and write the report to `args.out`.
 pub fn run(args: &Args) -> Result<()> {
     let mut cfg = Config::new(args.quick);
@@ -105,6 +145,9 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if let Some(r) = args.runs {
         cfg.runs = r.max(1);
+    }
+    if let Some(n) = args.tunnels {
+        cfg.tunnels = n.max(1);
     }
     if let Some(d) = &args.p1 {
         cfg.p2 = false;
@@ -121,6 +164,11 @@ pub fn run(args: &Args) -> Result<()> {
                 .iter()
                 .any(|o| name.to_lowercase().contains(&o.to_lowercase()))
     };
+    // P3, P4 and P5 run in a full run, or when `--only` names them (and `--p1` is not given)
+    let section = |name: &str| {
+        args.p1.is_none()
+            && (args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(name)))
+    };
     let partial = !args.only.is_empty() || args.p1.is_some();
     let out = args
         .out
@@ -129,23 +177,38 @@ pub fn run(args: &Args) -> Result<()> {
     if !rustix::process::getuid().is_root() {
         bail!("run as root: the ssh paths start sshd and use a test account (`vgtest`)");
     }
-    let bins = bin_dir()?;
-    let nofile = raise_nofile()?;
-    if *cfg.conns.iter().max().unwrap_or(&0) as u64 + 1000 > nofile {
+    let after = Build {
+        dir: bin_dir()?,
+        before: false,
+    };
+    let before = args.before.as_deref().map(before_build).transpose()?;
+    // the bench holds one socket per P4 connection and per P5 tunnel; the gateway (which
+    // inherits the limit) one per connection and one or two per tunnel
+    let need = (*cfg.conns.iter().max().unwrap_or(&0)).max(2 * cfg.tunnels) as u64 + 1000;
+    let nofile = raise_nofile(need)?;
+    if need > nofile {
         bail!(
-            "RLIMIT_NOFILE hard limit {nofile} is too low for {:?} connections",
-            cfg.conns
+            "RLIMIT_NOFILE hard limit {nofile} is too low for {:?} connections and {} tunnels",
+            cfg.conns,
+            cfg.tunnels
         );
     }
     let machine = machine();
     eprintln!(
-        "virtgate-bench{}: binaries from {}; {} ({} cores), load {}",
+        "virtgate-bench{}: binaries from {}{}; {} ({} cores), load {}",
         if cfg.quick { " --quick" } else { "" },
-        bins.display(),
+        after.dir.display(),
+        before
+            .as_ref()
+            .map(|b| format!(", before: {}", b.dir.display()))
+            .unwrap_or_default(),
         machine.cpu,
         machine.cores,
         machine.load
     );
+    // the builds the virtgate paths, P4 and P5 run with: before first, so that load drifts
+    // during a run hit both alike
+    let builds: Vec<&Build> = before.iter().chain([&after]).collect();
     let started = Instant::now();
     pattern::warm();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -162,12 +225,16 @@ pub fn run(args: &Args) -> Result<()> {
     let measure = |path: Path| -> Result<PathResult> {
         eprintln!("P1/P2 {} …", path.name);
         let t = Instant::now();
+        let ends = Ends {
+            client: &path.client_pids,
+            server: &path.server_pids,
+        };
         let r = rt
             .block_on(measure_path(
                 path.name,
                 path.note.clone(),
                 path.addr,
-                &path.pids,
+                ends,
                 &cfg,
                 &reg,
             ))
@@ -203,72 +270,164 @@ pub fn run(args: &Args) -> Result<()> {
             Some("aes128-gcm@openssh.com"),
         )?)?);
     }
-    let gw = world.gateway("gw");
+    // one gateway per build, side by side (an idle one costs nothing)
+    let gws: Vec<(&Build, Gateway)> = builds
+        .iter()
+        .map(|b| {
+            let name = if b.before { "gw-before" } else { "gw" };
+            (*b, world.gateway(name, b))
+        })
+        .collect();
     if wanted("virtgate TLS") {
-        results.push(measure(paths::virtgate_tls(&world, &gw))?);
+        for (b, gw) in &gws {
+            results.push(measure(paths::virtgate_tls(&world, gw, b))?);
+        }
     }
     if wanted("virtgate SSH") {
-        results.push(measure(paths::virtgate_ssh(&world, &gw, &sshd)?)?);
-    }
-    if partial {
-        drop((gw, sshd));
-        check(&reg)?;
-        let report = Report {
-            cfg: cfg.clone(),
-            machine,
-            paths: results,
-            logins: Vec::new(),
-            memory: None,
-            fanout: None,
-            notes: Vec::new(),
-            elapsed: started.elapsed(),
-        };
-        println!("{}", report.tables());
-        return Ok(());
+        for (b, gw) in &gws {
+            results.push(measure(paths::virtgate_ssh(&world, gw, &sshd, b)?)?);
+        }
     }
 
-    eprintln!("P3 logins ({} runs each) …", cfg.logins);
-    let logins = logins::measure(&world, &gw, &sshd, cfg.logins)?;
-    drop(gw);
+    let logins = if section("P3") {
+        eprintln!("P3 logins ({} runs each) …", cfg.logins);
+        let (_, gw) = gws.last().context("no gateway of the current build")?;
+        logins::measure(&world, gw, &sshd, cfg.logins, &after)?
+    } else {
+        Vec::new()
+    };
+    drop(gws);
     drop(sshd);
 
     let tls = h2client::tls_config(&world.plain)?;
-    eprintln!("P5 {} tunnels on one connection …", cfg.tunnels);
-    let gw = world.gateway("gw-p5");
-    let fanout = rt
-        .block_on(crate::load::within(
-            900,
-            "P5",
-            scale::fanout(
-                gw.addrs[0],
-                tls.clone(),
-                gw.pid(),
+    let (mut fanout, mut fanout_before) = (None, None);
+    if section("P5") {
+        for b in &builds {
+            eprintln!(
+                "P5 {} tunnels on one connection{} …",
                 cfg.tunnels,
-                cfg.fanout_total,
-                cfg.runs,
-                &reg,
-            ),
-        ))
-        .context("P5")?;
-    drop(gw);
-    eprintln!("P4 idle connections {:?} …", cfg.conns);
-    let gw = world.gateway("gw-p4");
-    let memory = rt
-        .block_on(crate::load::within(
-            600,
-            "P4",
-            scale::idle_connections(gw.addrs[0], tls, gw.pid(), &cfg.conns),
-        ))
-        .context("P4")?;
-    drop(gw);
+                suffix(b)
+            );
+            let gw = world.gateway(if b.before { "gw-p5-before" } else { "gw-p5" }, b);
+            let t = Instant::now();
+            let f = rt
+                .block_on(crate::load::within(
+                    900,
+                    "P5",
+                    scale::fanout(
+                        gw.addrs[0],
+                        tls.clone(),
+                        gw.pid(),
+                        cfg.tunnels,
+                        cfg.fanout_total,
+                        cfg.runs,
+                        &reg,
+                    ),
+                ))
+                .with_context(|| format!("P5{}", suffix(b)))?;
+            eprintln!(
+                "    one tunnel {:.0} MB/s, {} together {:.0} MB/s ({:.1} s)",
+                f.single_mbps(),
+                f.tunnels,
+                f.aggregate_mbps(),
+                t.elapsed().as_secs_f64()
+            );
+            drop(gw);
+            *(if b.before {
+                &mut fanout_before
+            } else {
+                &mut fanout
+            }) = Some(f);
+        }
+    }
+    let (mut memory, mut memory_before) = (None, None);
+    if section("P4") {
+        for b in &builds {
+            eprintln!("P4 idle connections {:?}{} …", cfg.conns, suffix(b));
+            let gw = world.gateway(if b.before { "gw-p4-before" } else { "gw-p4" }, b);
+            let m = rt
+                .block_on(crate::load::within(
+                    600,
+                    "P4",
+                    scale::idle_connections(gw.addrs[0], tls.clone(), gw.pid(), &cfg.conns),
+                ))
+                .with_context(|| format!("P4{}", suffix(b)))?;
+            drop(gw);
+            *(if b.before {
+                &mut memory_before
+            } else {
+                &mut memory
+            }) = Some(m);
+        }
+    }
 
     let verified = check(&reg)?;
-    let notes = vec![
+    let notes = notes(
+        &cfg,
+        &machine,
+        &after,
+        before.as_ref(),
+        &stunnel_cipher,
+        verified,
+        started,
+    );
+    let report = Report {
+        cfg: cfg.clone(),
+        machine,
+        before: before.is_some(),
+        paths: results,
+        logins,
+        memory,
+        memory_before,
+        fanout,
+        fanout_before,
+        notes,
+        elapsed: started.elapsed(),
+    };
+    println!("{}", report.tables());
+    if !partial {
+        write(&report, &out)?;
+    }
+    Ok(())
+}
+
+/// `" (before)"` for the before build, `""` for the current one.
+fn suffix(b: &Build) -> &'static str {
+    if b.before {
+        paths::BEFORE
+    } else {
+        ""
+    }
+}
+
+/// The "How it is measured" list of the report.
+fn notes(
+    cfg: &Config,
+    machine: &Machine,
+    after: &Build,
+    before: Option<&Build>,
+    stunnel_cipher: &str,
+    verified: u64,
+    started: Instant,
+) -> Vec<String> {
+    let mut notes = vec![
         format!(
             "{:.1} GB moved through the paths, every byte checked against a deterministic pattern \
              (period 1,048,573 bytes, so a lost, repeated or reordered chunk is caught); no stream failed.",
             verified as f64 / 1e9
         ),
+    ];
+    if let Some(b) = before {
+        notes.push(format!(
+            "Before → after: the virtgate paths, P4 and P5 ran twice in this run, with the binaries \
+             (`virtgate`, `virtgated`) of {} (\"before\", lighter bars in the chart) and of {} \
+             (\"after\"); before first, then after, path by path, so that load drifts hit both alike. \
+             Each build has a gateway of its own; P3 ran with the current build only.",
+            describe(b),
+            describe(after)
+        ));
+    }
+    notes.extend([
         "The far end is the bench's own server (tokio, in the bench process) on TCP and on a unix socket: \
          sink, source or echo by the first byte of a connection; the virtgate paths reach it as the VNC socket \
          of a QEMU-backend domain whose QMP socket is a minimal responder in the bench (greeting, \
@@ -290,10 +449,12 @@ pub fn run(args: &Args) -> Result<()> {
              (rustls/ring, AES-256-GCM preferred); virtgate SSH = aes128-gcm@openssh.com (the client's first choice).",
             paths::default_ssh_cipher()
         ),
-        "CPU s/GB: CPU seconds (user + system) that the path's own processes (tunnel client and \
-         server ends with their descendants, from /proc) spent per GB (10^9 B) during the P1 runs; \
-         unlike MB/s it hardly depends on what else the machine runs. The bench's own sender and \
-         receiver are not counted."
+        "CPU s/GB: CPU seconds (user + system) per GB (10^9 B) moved during the P1 runs, from /proc, \
+         for each end of the tunnel with its descendants: the client end is the tunnel client a user runs \
+         (`virtgate vnc`, `ssh`, the client stunnel4), the server end is what runs on the hypervisor host \
+         (`virtgated`; sshd with its per-connection processes for ssh -L; the server stunnel4; for virtgate \
+         SSH both sshd and virtgated). The server end is what a tunnel costs the host. Unlike MB/s it hardly \
+         depends on what else the machine runs. The bench's own sender and receiver are not counted."
             .into(),
         "On an idle VM a round trip pays for waking halted vCPUs, which is why `alone` can be slower \
          than `under bulk` on raw TCP."
@@ -301,30 +462,22 @@ pub fn run(args: &Args) -> Result<()> {
         "P3 runs each command to its exit (process start included) after one warm-up run. \
          `virsh -c qemu+tls://` would need a TLS libvirtd and is not measured."
             .into(),
-        "P4 and P5 each run against a fresh virtgated (`[limits] max_connections = 20000`, \
-         `max_streams_per_connection = 2000`) driven by the bench's own hyper + rustls client with the \
-         virtgate client's HTTP/2 settings; RSS is VmRSS after 1 s of quiet."
-            .into(),
+        format!(
+            "P4 and P5 each run against a fresh virtgated (`[limits] max_connections = 20000`, \
+             `max_streams_per_connection = {}`) driven by the bench's own hyper + rustls client with the \
+             virtgate client's HTTP/2 settings; RSS is VmRSS after 1 s of quiet. P5 opens its {} tunnels \
+             on one connection 256 at a time, then all of them move data at once.",
+            paths::MAX_STREAMS,
+            cfg.tunnels
+        ),
         format!(
             "Nothing is pinned: every process (sender, tunnel client, tunnel server, receiver) shares the \
              {} cores, as on a small hypervisor host; the run took {:.0} s.",
             machine.cores,
             started.elapsed().as_secs_f64()
         ),
-    ];
-    let report = Report {
-        cfg: cfg.clone(),
-        machine,
-        paths: results,
-        logins,
-        memory: Some(memory),
-        fanout: Some(fanout),
-        notes,
-        elapsed: started.elapsed(),
-    };
-    println!("{}", report.tables());
-    write(&report, &out)?;
-    Ok(())
+    ]);
+    notes
 }
 
 /// Fail if any stream failed verification; returns the bytes verified.

@@ -2,9 +2,10 @@
 //! hide what a connection or a tunnel costs):
 //! - P4: the gateway's RSS before and after opening N TLS connections with a client
 //!   certificate that each completed one request (`GET /v1/whoami`) and then stay idle.
-//! - P5: N tunnels on ONE connection moving `total` bytes to the sink together, against one
-//!   tunnel moving `total` alone on the same kind of connection; also the RSS an idle
-//!   tunnel costs.
+//! - P5: N tunnels (10,000 in the full run) on ONE connection moving `total` bytes to the
+//!   sink together, against one tunnel moving `total` alone on the same kind of
+//!   connection; also the RSS an idle tunnel costs. The tunnels open a few hundred at a
+//!   time ([`PARALLEL_OPENS`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,16 +111,29 @@ pub struct Fanout {
 
 const TUNNEL_PATH: &str = "/v1/domains/bench/vnc";
 
-/// Open `n` tunnels on `h2` at once.
+/// How many tunnel opens are in flight at once: each makes the gateway connect to the bench
+/// server's unix socket, whose accept backlog (1024) must not overflow (a full backlog
+/// refuses a non-blocking connect), and the opens of 10,000 must not all wait at once.
+const PARALLEL_OPENS: usize = 256;
+
+/// Open `n` tunnels on `h2`, [`PARALLEL_OPENS`] at a time.
 async fn open_tunnels(h2: &H2, n: usize) -> Result<Vec<crate::h2client::Tunnel>> {
     let mut set = JoinSet::new();
-    for _ in 0..n {
-        let opener = h2.opener();
-        set.spawn(async move { opener.tunnel(TUNNEL_PATH).await });
-    }
     let mut out = Vec::with_capacity(n);
-    while let Some(r) = set.join_next().await {
-        out.push(r.context("tunnel task")??);
+    let mut started = 0;
+    while out.len() < n {
+        while started < n && set.len() < PARALLEL_OPENS {
+            let opener = h2.opener();
+            set.spawn(async move { opener.tunnel(TUNNEL_PATH).await });
+            started += 1;
+        }
+        let Some(r) = set.join_next().await else {
+            bail!("tunnel opens ended early ({} of {n} open)", out.len());
+        };
+        out.push(
+            r.context("tunnel task")?
+                .with_context(|| format!("opening tunnel {} of {n}", out.len() + 1))?,
+        );
     }
     Ok(out)
 }
@@ -155,8 +169,10 @@ pub async fn fanout(
     for run in 0..runs {
         tokio::time::sleep(SETTLE).await;
         let before = rss_kib(pid)?;
+        let t = Instant::now();
         let tunnels = open_tunnels(&h2, n).await?;
         if run == 0 {
+            eprintln!("    {n} tunnels open in {:.1} s", t.elapsed().as_secs_f64());
             tokio::time::sleep(SETTLE).await;
             kib_per_tunnel = (rss_kib(pid)? as f64 - before as f64) / n as f64;
         }
