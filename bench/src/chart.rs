@@ -180,7 +180,9 @@ fn title_unit(title: &str) -> String {
 /// Draw the chart of `report` to `path` (PNG).
 pub fn draw(report: &Report, path: &Path) -> Result<()> {
     register_font()?;
-    let root = BitMapBackend::new(path, (1800, 620)).into_drawing_area();
+    // taller with more paths (`--before` adds two), so the bars keep their size
+    let height = 620.max(160 + 75 * report.paths.len() as u32);
+    let root = BitMapBackend::new(path, (1800, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let (head, body) = root.split_vertically(44);
     let m = &report.machine;

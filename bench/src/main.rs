@@ -39,8 +39,8 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only the paths whose name contains this (repeatable; e.g. `--only "virtgate TLS"`),
-    /// and P3, P4 or P5 only when named (`--only P5`); nothing written. For profiling and
-    /// tuning.
+    /// and P3, P4 or P5 only when named (`--only P5`); nothing written unless `--out` is
+    /// given. For profiling and tuning.
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
     /// A folder with an older build's `virtgate` and `virtgated` (`virtgate-pki` is not
@@ -51,6 +51,9 @@ pub struct Args {
     /// P5 tunnel count (default 10,000, 1,000 with --quick).
     #[arg(long, value_name = "N")]
     tunnels: Option<usize>,
+    /// Bytes per P5 run in MiB, all tunnels together (default 2048, 256 with --quick).
+    #[arg(long, value_name = "MIB")]
+    p5_mib: Option<u64>,
     /// Bytes per P1 run in MiB (default 2048, 256 with --quick).
     #[arg(long, value_name = "MIB")]
     bulk_mib: Option<u64>,

@@ -233,6 +233,15 @@ impl Report {
         for t in self.targets() {
             let _ = writeln!(s, "| {} | {} | {} |", t.what, t.measured, met(t.met));
         }
+        if !self.paths.is_empty() {
+            self.p1_p2(&mut s);
+        }
+        self.tail(&mut s);
+        s
+    }
+
+    /// The P1 and P2 tables.
+    fn p1_p2(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "\n## P1 bulk throughput, one stream (MB/s = 10^6 B/s; median of {} runs of {} MiB each way, every byte verified)\n\n\
@@ -302,8 +311,6 @@ impl Report {
                 d.rtt.n,
             );
         }
-        self.tail(&mut s);
-        s
     }
 
     /// P3, P4 and P5 tables (those that were measured).

@@ -149,6 +149,9 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(n) = args.tunnels {
         cfg.tunnels = n.max(1);
     }
+    if let Some(m) = args.p5_mib {
+        cfg.fanout_total = m.max(1) << 20;
+    }
     if let Some(d) = &args.p1 {
         cfg.p2 = false;
         cfg.dirs = match d.as_str() {
@@ -182,10 +185,18 @@ pub fn run(args: &Args) -> Result<()> {
         before: false,
     };
     let before = args.before.as_deref().map(before_build).transpose()?;
-    // the bench holds one socket per P4 connection and per P5 tunnel; the gateway (which
-    // inherits the limit) one per connection and one or two per tunnel
-    let need = (*cfg.conns.iter().max().unwrap_or(&0)).max(2 * cfg.tunnels) as u64 + 1000;
-    let nofile = raise_nofile(need)?;
+    // the bench holds one socket per P4 connection and per P5 tunnel (its server's end); the
+    // gateway (which inherits the limit) one per connection and one or two per tunnel (its
+    // backend socket; one for a VNC unix socket)
+    let most = (*cfg.conns.iter().max().unwrap_or(&0)).max(cfg.tunnels) as u64;
+    let (need, want) = (most + 1000, (2 * cfg.tunnels as u64).max(most) + 1000);
+    let nofile = raise_nofile(want)?;
+    if nofile < want {
+        eprintln!(
+            "note: RLIMIT_NOFILE is {nofile} (below {want}, and only root with CAP_SYS_RESOURCE may \
+             raise it): enough while a tunnel costs the gateway one descriptor"
+        );
+    }
     if need > nofile {
         bail!(
             "RLIMIT_NOFILE hard limit {nofile} is too low for {:?} connections and {} tunnels",
@@ -385,7 +396,8 @@ pub fn run(args: &Args) -> Result<()> {
         elapsed: started.elapsed(),
     };
     println!("{}", report.tables());
-    if !partial {
+    // a partial run writes only where told (`--out`): docs/ keeps the last full run
+    if !partial || args.out.is_some() {
         write(&report, &out)?;
     }
     Ok(())
