@@ -465,3 +465,99 @@ impl Report {
 
 /// The profile findings and tuning decisions, kept with the code that measures them.
 const ANALYSIS: &str = include_str!("analysis.md");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{Cpu, Loaded, Rtt};
+
+    fn path(name: &'static str, mbps: f64, server_cpu: f64) -> PathResult {
+        let loaded = Loaded {
+            rtt: Rtt {
+                p50: 300.0,
+                p99: 900.0,
+                n: 10,
+            },
+            bulk_mbps: mbps * 0.95,
+        };
+        let cpu = Cpu {
+            client: Some(1.0),
+            server: Some(server_cpu),
+        };
+        PathResult {
+            name,
+            note: String::new(),
+            up: vec![mbps],
+            down: vec![mbps],
+            cpu_up: cpu,
+            cpu_down: cpu,
+            echo: loaded.rtt,
+            under_up: loaded,
+            under_down: loaded,
+        }
+    }
+
+    fn report(paths: Vec<PathResult>, before: bool, tunnels: usize) -> Report {
+        let fanout = |agg: f64| Fanout {
+            tunnels,
+            single: vec![1000.0],
+            aggregate: vec![agg],
+            kib_per_tunnel: 20.0,
+        };
+        Report {
+            cfg: Config::new(true),
+            machine: Machine {
+                date: String::new(),
+                cpu: String::new(),
+                cores: 2,
+                kernel: String::new(),
+                openssh: String::new(),
+                stunnel: String::new(),
+                load: String::new(),
+            },
+            before,
+            paths,
+            logins: Vec::new(),
+            memory: None,
+            fanout: Some(fanout(900.0)),
+            memory_before: None,
+            fanout_before: before.then(|| fanout(500.0)),
+            notes: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn targets_show_before_and_after() {
+        let r = report(
+            vec![
+                path(SSH_AES, 1000.0, 1.0),
+                path("virtgate TLS (before)", 800.0, 1.2),
+                path(VIRTGATE_TLS, 1600.0, 0.8),
+            ],
+            true,
+            TARGET_TUNNELS,
+        );
+        let t = r.targets();
+        assert_eq!(t[0].measured, "up 0.80× → 1.60×, down 0.80× → 1.60×");
+        assert_eq!(t[0].met, Some(true));
+        assert!(t[1].measured.starts_with("up 1.20 → 0.80 s/GB (sshd 1.00)"));
+        assert_eq!(t[1].met, Some(true));
+        assert_eq!(t[2].met, Some(true), "{}", t[2].measured);
+        let p5 = t.last().unwrap();
+        assert_eq!(p5.measured, "50 % → 90 % with 10000 tunnels");
+        assert_eq!(p5.met, Some(true));
+        let tables = r.tables();
+        assert!(tables.contains("| virtgate TLS (before) | 800 | 800 | 0.80× / 0.80× |"));
+        assert!(tables.contains("| MB/s before | ratio before |"));
+    }
+
+    #[test]
+    fn fewer_tunnels_leave_p5_unchecked() {
+        let r = report(vec![path(VIRTGATE_TLS, 1000.0, 1.0)], false, 1000);
+        let p5 = r.targets().pop().unwrap();
+        assert_eq!(p5.measured, "90 % with 1000 tunnels");
+        assert_eq!(p5.met, None);
+        assert!(!r.tables().contains("before"));
+    }
+}

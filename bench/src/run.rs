@@ -439,6 +439,13 @@ fn notes(
             describe(after)
         ));
     }
+    notes.push(format!(
+        "Targets (issue 14): ratios are of the medians in the P1 table; the gateway's CPU is the server \
+         end's s/GB of virtgate TLS against that of ssh -L aes128-gcm (sshd); P2's bulk share is the bulk \
+         rate under echo against the path's solo P1 rate; P5's target is at {} tunnels, and a run with \
+         fewer (`--quick`: 1,000) reports its share but leaves the target not checked.",
+        crate::report::TARGET_TUNNELS
+    ));
     notes.extend([
         "The far end is the bench's own server (tokio, in the bench process) on TCP and on a unix socket: \
          sink, source or echo by the first byte of a connection; the virtgate paths reach it as the VNC socket \
