@@ -1,12 +1,16 @@
 //! One HTTP/2 connection to the gateway, shared by every call and tunnel of a command.
 //!
 //! [`Session::connect`] opens the transport and runs the HTTP/2 handshake; a spawned task
-//! drives the connection while [`Session`] handles (cheap clones of hyper's `SendRequest`)
+//! drives the connection while [`Session`] handles (cheap clones of h2's `SendRequest`)
 //! issue requests on it. API calls are [`Session::get_json`], [`Session::post_json`] and
 //! [`Session::post_empty`];
 //! binary answers (screenshots) [`Session::get_bytes`]; endless answers (the event stream)
 //! [`Session::get_stream`], read chunk by chunk through [`BodyStream`]; byte tunnels are
 //! [`Session::open_tunnel`] (extended CONNECT, RFC 8441, `:protocol` = `virtgate-stream`).
+//!
+//! The connection runs on `h2` directly, not through hyper's client: a [`Tunnel`] needs
+//! the stream's own flow control ([`flow`]: interactive tunnels never wait behind bulk
+//! ones), and hyper's upgraded streams hide it.
 //!
 //! With Kerberos the transport hands over a pending login: the connection's first request
 //! carries `Authorization: Negotiate <token>`, and no other request is sent until its answer
@@ -25,13 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{RecvStream, SendStream};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
@@ -44,12 +46,16 @@ use crate::transport::kerberos::{self, Challenge, Negotiation};
 use crate::transport::{Connected, Transport};
 
 mod body;
+pub mod flow;
 pub mod liveness;
+mod tunnel;
 
 use body::{content_type, problem};
-pub use body::{parse_problem, BodyStream};
+pub use body::{parse_problem, BodyStream, RecvBody};
+use flow::Flow;
 pub use liveness::Keepalive;
-use liveness::{Liveness, Watched};
+use liveness::Watched;
+pub use tunnel::{Tunnel, TunnelReader, TunnelWriter};
 
 /// Largest response body read into memory (JSON and problem bodies are small).
 const MAX_BODY: usize = 16 << 20;
@@ -77,7 +83,7 @@ struct Payload {
 #[derive(Debug)]
 enum End {
     /// It closed, or broke with this error.
-    Closed(Option<hyper::Error>),
+    Closed(Option<h2::Error>),
     /// The gateway stopped answering: nothing arrived for this long, the keepalive ran out.
     Stalled(Duration),
 }
@@ -85,11 +91,38 @@ enum End {
 /// `None` while the connection runs.
 type Ending = Option<Arc<End>>;
 
+/// A request's answer, and the sending half of its stream (a tunnel's way up).
+struct Exchange {
+    /// The answer's head, and h2's body.
+    resp: Response<RecvStream>,
+    /// The request's stream, still open for a CONNECT.
+    send: SendStream<Bytes>,
+}
+
+impl Exchange {
+    /// The answer with a readable body (the request's stream is done with).
+    fn answer(self) -> Response<RecvBody> {
+        self.resp.map(RecvBody::new)
+    }
+}
+
+/// What [`Session::raw`] brings back.
+pub enum Raw {
+    /// An answer, as the gateway gave it.
+    Answer(Response<RecvBody>),
+    /// A CONNECT the gateway answered 200: the answer's headers and the tunnel.
+    Tunnel(http::HeaderMap, Tunnel),
+}
+
 /// A handle on the HTTP/2 connection. Clones share the connection.
 #[derive(Clone)]
 pub struct Session {
-    /// hyper's request handle; cloned per request.
-    send: SendRequest<Full<Bytes>>,
+    /// h2's request handle; cloned per request.
+    send: SendRequest<Bytes>,
+    /// The tunnels' shared flow state (interactive ones first).
+    flow: Arc<Flow>,
+    /// The stream window both ends use on this transport (the gateway's is the same).
+    stream_window: u32,
     /// `host:port` for the `:authority` of requests.
     authority: String,
     /// Names and files for error messages.
@@ -100,8 +133,6 @@ pub struct Session {
     login: Arc<Mutex<Login>>,
     /// The keepalive the connection runs, for messages.
     keepalive: Keepalive,
-    /// When bytes last arrived from the gateway.
-    liveness: Arc<Liveness>,
 }
 
 /// The login state of the connection.
@@ -137,53 +168,62 @@ impl Session {
             Some(n) => Login::Pending(n),
             None => Login::Done,
         };
-        let mut builder = http2::Builder::new(TokioExecutor::new());
+        let stream_window = connected.stream_window;
+        let mut builder = h2::client::Builder::new();
         builder
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(connected.stream_window)
+            .initial_window_size(stream_window)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
-            .keep_alive_interval(keepalive.interval)
-            .keep_alive_timeout(keepalive.timeout)
-            .keep_alive_while_idle(true);
+            .enable_push(false);
         let (stream, liveness) = Watched::new(connected.stream);
-        let (send, conn) = builder
-            .handshake(TokioIo::new(stream))
+        let (send, mut conn) = builder
+            .handshake::<_, Bytes>(stream)
             .await
             .map_err(|e| lost(&connected.context, &e))?;
+        let pings = conn.ping_pong();
         let (tx, ended) = watch::channel(None);
         let watch = liveness.clone();
         tokio::spawn(async move {
-            let result = conn.await;
-            let silent = watch.silent_for();
-            let end = match result {
-                // hyper ends a connection whose keepalive ran out without an error of its own
-                _ if keepalive.ran_out(silent) => {
-                    tracing::debug!(
-                        ?silent,
-                        "HTTP/2 connection ended: the gateway stopped answering"
-                    );
+            let end = tokio::select! {
+                result = &mut conn => {
+                    let silent = watch.silent_for();
+                    match result {
+                        // the SSH transport's own keepalive may close the channel first
+                        _ if keepalive.ran_out(silent) => {
+                            tracing::debug!(
+                                ?silent,
+                                "HTTP/2 connection ended: the gateway stopped answering"
+                            );
+                            End::Stalled(silent)
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %chain_text(&e), "HTTP/2 connection ended");
+                            End::Closed(Some(e))
+                        }
+                        Ok(()) => {
+                            tracing::debug!("HTTP/2 connection closed");
+                            End::Closed(None)
+                        }
+                    }
+                }
+                silent = liveness::keep_alive(pings, keepalive, watch.clone()) => {
+                    tracing::debug!(?silent, "HTTP/2 keepalive ran out: the gateway stopped answering");
                     End::Stalled(silent)
                 }
-                Err(e) => {
-                    tracing::debug!(error = %chain_text(&e), "HTTP/2 connection ended");
-                    End::Closed(Some(e))
-                }
-                Ok(_) => {
-                    tracing::debug!("HTTP/2 connection closed");
-                    End::Closed(None)
-                }
             };
+            // dropping the connection ends its streams
+            drop(conn);
             let _ = tx.send(Some(Arc::new(end)));
         });
         Ok(Session {
             send,
+            flow: Arc::new(Flow::default()),
+            stream_window,
             authority: connected.authority,
             context: connected.context,
             ended,
             login: Arc::new(Mutex::new(login)),
             keepalive,
-            liveness,
         })
     }
 
@@ -203,7 +243,7 @@ impl Session {
         let resp = self
             .send(&what, &Method::GET, path, &Payload::default())
             .await?;
-        self.json_answer(what, resp).await
+        self.json_answer(what, resp.answer()).await
     }
 
     /// [`Session::get_json`], also returning the answer's headers (`doctor` reads the
@@ -215,7 +255,8 @@ impl Session {
         let what = format!("GET {}", path.to_path());
         let resp = self
             .send(&what, &Method::GET, path, &Payload::default())
-            .await?;
+            .await?
+            .answer();
         let headers = resp.headers().clone();
         Ok((self.json_answer(what, resp).await?, headers))
     }
@@ -237,7 +278,7 @@ impl Session {
             content_type: Some("application/json"),
         };
         let resp = self.send(&what, &Method::POST, path, &payload).await?;
-        self.json_answer(what, resp).await
+        self.json_answer(what, resp.answer()).await
     }
 
     /// `POST` with an empty body to an API path and decode the JSON answer.
@@ -246,7 +287,7 @@ impl Session {
         let resp = self
             .send(&what, &Method::POST, path, &Payload::default())
             .await?;
-        self.json_answer(what, resp).await
+        self.json_answer(what, resp.answer()).await
     }
 
     /// `GET` an API path whose answer is binary (at most `limit` bytes); returns the body and
@@ -259,7 +300,8 @@ impl Session {
         let what = format!("GET {}", path.to_path());
         let resp = self
             .send(&what, &Method::GET, path, &Payload::default())
-            .await?;
+            .await?
+            .answer();
         let status = resp.status();
         let content_type = content_type(&resp);
         let body = self.body_limited(&what, resp, limit).await?;
@@ -276,7 +318,8 @@ impl Session {
         let what = format!("GET {}", path.to_path());
         let resp = self
             .send(&what, &Method::GET, path, &Payload::default())
-            .await?;
+            .await?
+            .answer();
         let status = resp.status();
         if !status.is_success() {
             let body = self.body(&what, resp).await?;
@@ -301,44 +344,59 @@ impl Session {
         path: &ApiPath,
         body: Bytes,
         json: bool,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<RecvBody>, Error> {
         let what = format!("{method} {}", path.to_path());
         let payload = Payload {
             content_type: (json && !body.is_empty()).then_some("application/json"),
             bytes: body,
         };
-        self.send(&what, method, path, &payload).await
+        Ok(self.send(&what, method, path, &payload).await?.answer())
     }
 
-    /// Send a request the caller built (method, path and query, headers, body; a CONNECT
-    /// with the `:protocol` the caller set) to the gateway, and hand its answer back as it is:
-    /// `virtgate web`'s local pages pass browser requests on. Only on a connection that needs
-    /// no (more) login: the SSH and unix transports.
-    pub async fn raw(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
-        let pq = req
-            .uri()
+    /// Send a request the caller built (method, path and query, headers, body) to the
+    /// gateway, and hand its answer back as it is: `virtgate web`'s local pages pass browser
+    /// requests on. Only on a connection that needs no (more) login: the SSH and unix
+    /// transports. A CONNECT (with the `:protocol` the caller set as an `h2::ext::Protocol`)
+    /// answered 200 is a tunnel; any other answer comes back as it is.
+    pub async fn raw(&self, req: Request<Full<Bytes>>) -> Result<Raw, Error> {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let uri = format!("https://{}{pq}", self.authority);
-        *req.uri_mut() = uri.parse().map_err(|e| Error::Setting {
+        parts.uri = uri.parse().map_err(|e| Error::Setting {
             message: format!("cannot build a request for {uri}: {e}"),
             hint: "report this as a bug".into(),
         })?;
-        let what = format!("{} {pq}", req.method());
+        let what = format!("{} {pq}", parts.method);
         if !matches!(*self.login.lock().await, Login::Done) {
             return Err(Error::Setting {
                 message: format!("{what}: the connection has not logged in"),
                 hint: "serving the pages locally needs an SSH or unix-socket URL".into(),
             });
         }
-        self.send_once(&what, req).await
+        let bytes = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(never) => match never {},
+        };
+        let connect = parts.method == Method::CONNECT;
+        let ex = self
+            .send_once(&what, Request::from_parts(parts, ()), bytes)
+            .await?;
+        if connect && ex.resp.status() == StatusCode::OK {
+            let (parts, recv) = ex.resp.into_parts();
+            let tunnel = Tunnel::new(ex.send, recv, self.flow.clone(), self.stream_window);
+            return Ok(Raw::Tunnel(parts.headers, tunnel));
+        }
+        Ok(Raw::Answer(ex.answer()))
     }
 
     /// A JSON answer: decoded on success, a problem otherwise.
     async fn json_answer<T: DeserializeOwned>(
         &self,
         what: String,
-        resp: Response<Incoming>,
+        resp: Response<RecvBody>,
     ) -> Result<T, Error> {
         let status = resp.status();
         let body = self.body(&what, resp).await?;
@@ -352,7 +410,7 @@ impl Session {
     }
 
     /// Open a byte tunnel (extended CONNECT). A non-200 answer becomes [`Error::Problem`].
-    pub async fn open_tunnel(&self, path: &ApiPath) -> Result<TokioIo<Upgraded>, Error> {
+    pub async fn open_tunnel(&self, path: &ApiPath) -> Result<Tunnel, Error> {
         Ok(self.open_tunnel_with_headers(path).await?.1)
     }
 
@@ -361,23 +419,19 @@ impl Session {
     pub async fn open_tunnel_with_headers(
         &self,
         path: &ApiPath,
-    ) -> Result<(http::HeaderMap, TokioIo<Upgraded>), Error> {
+    ) -> Result<(http::HeaderMap, Tunnel), Error> {
         let what = format!("CONNECT {}", path.to_path());
-        let mut resp = self
+        let ex = self
             .send(&what, &Method::CONNECT, path, &Payload::default())
             .await?;
-        let status = resp.status();
+        let status = ex.resp.status();
         if status != StatusCode::OK {
-            let body = self.body(&what, resp).await?;
+            let body = self.body(&what, ex.answer()).await?;
             return Err(problem(status, &body));
         }
-        let upgraded = hyper::upgrade::on(&mut resp)
-            .await
-            .map_err(|e| Error::BadResponse {
-                request: what,
-                detail: format!("the tunnel did not open: {}", chain_text(&e)),
-            })?;
-        Ok((std::mem::take(resp.headers_mut()), TokioIo::new(upgraded)))
+        let (parts, recv) = ex.resp.into_parts();
+        let tunnel = Tunnel::new(ex.send, recv, self.flow.clone(), self.stream_window);
+        Ok((parts.headers, tunnel))
     }
 
     /// Resolves when the connection has ended, with the error that explains it.
@@ -394,27 +448,25 @@ impl Session {
         }
     }
 
-    /// A request with `payload` as its body; CONNECT is an extended CONNECT opening a tunnel.
+    /// A request's head; CONNECT is an extended CONNECT opening a tunnel.
     fn request(
         &self,
         method: &Method,
         path: &ApiPath,
         payload: &Payload,
-    ) -> Result<Request<Full<Bytes>>, Error> {
+    ) -> Result<Request<()>, Error> {
         let uri = format!("https://{}{}", self.authority, path.to_path());
         let mut builder = Request::builder().method(method.clone()).uri(&uri);
         if let Some(ct) = payload.content_type {
             builder = builder.header(CONTENT_TYPE, ct);
         }
-        let mut req = builder
-            .body(Full::new(payload.bytes.clone()))
-            .map_err(|e| Error::Setting {
-                message: format!("cannot build a request for {uri}: {e}"),
-                hint: "check the domain name".into(),
-            })?;
+        let mut req = builder.body(()).map_err(|e| Error::Setting {
+            message: format!("cannot build a request for {uri}: {e}"),
+            hint: "check the domain name".into(),
+        })?;
         if method == Method::CONNECT {
             req.extensions_mut()
-                .insert(hyper::ext::Protocol::from_static(TUNNEL_PROTOCOL));
+                .insert(h2::ext::Protocol::from_static(TUNNEL_PROTOCOL));
         }
         Ok(req)
     }
@@ -427,13 +479,13 @@ impl Session {
         method: &Method,
         path: &ApiPath,
         payload: &Payload,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Exchange, Error> {
         let mut login = self.login.lock().await;
         match std::mem::replace(&mut *login, Login::Done) {
             Login::Done => {
                 drop(login);
-                self.send_once(what, self.request(method, path, payload)?)
-                    .await
+                let req = self.request(method, path, payload)?;
+                self.send_once(what, req, payload.bytes.clone()).await
             }
             Login::Pending(n) => {
                 // the lock stays held: nothing else is sent until the login is decided
@@ -466,7 +518,7 @@ impl Session {
         path: &ApiPath,
         payload: &Payload,
         n: Negotiation,
-    ) -> Result<(Response<Incoming>, bool), Error> {
+    ) -> Result<(Exchange, bool), Error> {
         let Negotiation {
             mut negotiator,
             mut token,
@@ -475,9 +527,9 @@ impl Session {
             let mut req = self.request(method, path, payload)?;
             req.headers_mut()
                 .insert(AUTHORIZATION, kerberos::authorization(&token));
-            let resp = self.send_once(what, req).await?;
-            let status = resp.status();
-            let challenge = kerberos::parse_challenge(resp.headers());
+            let resp = self.send_once(what, req, payload.bytes.clone()).await?;
+            let status = resp.resp.status();
+            let challenge = kerberos::parse_challenge(resp.resp.headers());
             tracing::debug!(leg, %status, challenge = challenge_kind(&challenge), "Negotiate answer");
             if status == StatusCode::UNAUTHORIZED {
                 let Challenge::Token(t) = challenge else {
@@ -516,36 +568,46 @@ impl Session {
         ))))
     }
 
+    /// Send one request with `body` (a CONNECT keeps its stream open for the tunnel).
     async fn send_once(
         &self,
         what: &str,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, Error> {
-        let mut send = self.send.clone();
+        req: Request<()>,
+        body: Bytes,
+    ) -> Result<Exchange, Error> {
+        let connect = req.method() == Method::CONNECT;
         let sent = async {
-            send.ready().await?;
-            send.send_request(req).await
+            let mut send = self.send.clone().ready().await?;
+            let end = body.is_empty() && !connect;
+            let (resp, mut stream) = send.send_request(req, end)?;
+            if !body.is_empty() {
+                stream.send_data(body, !connect)?;
+            }
+            Ok::<_, h2::Error>(Exchange {
+                resp: resp.await?,
+                send: stream,
+            })
         };
         match sent.await {
-            Ok(resp) => Ok(resp),
+            Ok(ex) => Ok(ex),
             Err(e) => Err(self.request_error(what, &e).await),
         }
     }
 
-    async fn body(&self, what: &str, resp: Response<Incoming>) -> Result<Bytes, Error> {
+    async fn body(&self, what: &str, resp: Response<RecvBody>) -> Result<Bytes, Error> {
         self.body_limited(what, resp, MAX_BODY).await
     }
 
     async fn body_limited(
         &self,
         what: &str,
-        resp: Response<Incoming>,
+        resp: Response<RecvBody>,
         limit: usize,
     ) -> Result<Bytes, Error> {
         match Limited::new(resp.into_body(), limit).collect().await {
             Ok(b) => Ok(b.to_bytes()),
             Err(e) => {
-                if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if let Some(h) = e.downcast_ref::<h2::Error>() {
                     return Err(self.request_error(what, h).await);
                 }
                 Err(Error::BadResponse {
@@ -558,13 +620,9 @@ impl Session {
 
     /// Explain a failed request: a TLS verdict in its own chain or in the connection's,
     /// else a lost connection, else a failure of this request alone.
-    async fn request_error(&self, what: &str, e: &hyper::Error) -> Error {
+    async fn request_error(&self, what: &str, e: &h2::Error) -> Error {
         if let Some(t) = find_tls_error(e) {
             return self.tls(TlsFailure::from_rustls(&t));
-        }
-        if e.is_timeout() {
-            // hyper's keepalive timed out while this request waited
-            return self.unresponsive(self.liveness.silent_for());
         }
         let mut rx = self.ended.clone();
         let ending = tokio::time::timeout(VERDICT_WAIT, rx.wait_for(|e| e.is_some()))
@@ -625,7 +683,7 @@ fn challenge_kind(c: &Challenge) -> &'static str {
     }
 }
 
-fn lost(context: &TlsContext, e: &hyper::Error) -> Error {
+fn lost(context: &TlsContext, e: &(dyn std::error::Error + 'static)) -> Error {
     if let Some(t) = find_tls_error(e) {
         return Error::Tls {
             failure: TlsFailure::from_rustls(&t).refine(context),

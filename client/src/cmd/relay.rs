@@ -9,17 +9,14 @@
 
 use std::future::Future;
 
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
-use virtgate_proto::tuning::SPLICE_BUFFER;
 use virtgate_proto::{ApiPath, TunnelKind};
 
 use crate::error::{report, Error};
-use crate::session::Session;
+use crate::session::{Session, Tunnel};
 
 /// A bound local listener.
 #[derive(Debug)]
@@ -131,23 +128,18 @@ pub async fn serve(
 }
 
 /// One local connection ⇄ one tunnel stream, with half-close in both directions.
-pub async fn carry<S>(session: Session, tunnel: ApiPath, mut local: S, peer: String, id: u64)
+pub async fn carry<S>(session: Session, tunnel: ApiPath, local: S, peer: String, id: u64)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite,
 {
-    if let Some(mut stream) = open_for(&session, &tunnel, &peer, id).await {
-        splice(&mut local, &mut stream, "stream", id).await;
+    if let Some(stream) = open_for(&session, &tunnel, &peer, id).await {
+        splice(local, stream, "stream", id).await;
     }
 }
 
 /// Open `tunnel` for local connection `id` from `peer`; a failure is reported on stderr
 /// (`None`: only that local connection closes).
-pub async fn open_for(
-    session: &Session,
-    tunnel: &ApiPath,
-    peer: &str,
-    id: u64,
-) -> Option<TokioIo<Upgraded>> {
+pub async fn open_for(session: &Session, tunnel: &ApiPath, peer: &str, id: u64) -> Option<Tunnel> {
     tracing::debug!(id, %peer, "local connection; opening tunnel");
     match session.open_tunnel(tunnel).await {
         Ok(s) => Some(s),
@@ -158,15 +150,13 @@ pub async fn open_for(
     }
 }
 
-/// Copy both ways until both sides have closed (half-closes pass through); the end is
-/// logged as `what` number `id`.
-pub async fn splice<A, B>(a: &mut A, b: &mut B, what: &str, id: u64)
+/// Copy both ways between a local connection and its tunnel until both sides have closed
+/// (half-closes pass through); the end is logged as `what` number `id`.
+pub async fn splice<A>(local: A, tunnel: Tunnel, what: &str, id: u64)
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: AsyncRead + AsyncWrite,
 {
-    let (buf_a, buf_b) = (SPLICE_BUFFER, SPLICE_BUFFER);
-    match tokio::io::copy_bidirectional_with_sizes(a, b, buf_a, buf_b).await {
+    match tunnel.splice(local).await {
         Ok((up, down)) => tracing::debug!(id, up, down, "{what} closed"),
         Err(e) => tracing::debug!(id, error = %e, "{what} ended with an error"),
     }

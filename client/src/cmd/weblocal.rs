@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use super::print;
 use super::web::Page;
 use crate::error::Error;
-use crate::session::Session;
+use crate::session::{Raw, Session};
 
 /// The local cookie's name.
 const COOKIE: &str = "virtgate_local";
@@ -47,7 +47,7 @@ const MAX_BODY: usize = 1 << 20;
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Answers to the browser: the gateway's bodies or our own.
-type Body = BoxBody<Bytes, hyper::Error>;
+type Body = BoxBody<Bytes, h2::Error>;
 
 /// What every local request shares.
 struct Local {
@@ -296,8 +296,15 @@ async fn forward(local: &Local, req: Request<Incoming>) -> Result<Response<Body>
         ));
     };
     let out = outgoing(local, parts.method, &parts.uri, &parts.headers, bytes);
-    let resp = local.session.raw(out).await?;
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, body) = match local.session.raw(out).await? {
+        Raw::Answer(resp) => resp.into_parts(),
+        Raw::Tunnel(..) => {
+            return Ok(full(
+                StatusCode::BAD_GATEWAY,
+                "the gateway opened a tunnel for a request that is not CONNECT",
+            ))
+        }
+    };
     parts.headers.remove(header::CONNECTION);
     parts.headers.remove(header::TRANSFER_ENCODING);
     Ok(Response::from_parts(parts, body.boxed()))
@@ -319,24 +326,25 @@ async fn upgrade(local: &Local, mut req: Request<Incoming>) -> Result<Response<B
         Bytes::new(),
     );
     out.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
-    let mut resp = local.session.raw(out).await?;
-    if resp.status() != StatusCode::OK {
-        let (parts, body) = resp.into_parts();
-        return Ok(Response::from_parts(parts, body.boxed()));
-    }
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (headers, tunnel) = match local.session.raw(out).await? {
+        Raw::Tunnel(headers, tunnel) => (headers, tunnel),
+        Raw::Answer(resp) => {
+            let (parts, body) = resp.into_parts();
+            return Ok(Response::from_parts(parts, body.boxed()));
+        }
+    };
     let mut digest = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
     digest.update(key.as_bytes());
     digest.update(WS_GUID);
     let accept = STANDARD.encode(digest.finish());
-    let protocol = resp.headers().get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
+    let protocol = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
     let browser = hyper::upgrade::on(&mut req);
-    let gateway = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
-        let (Ok(b), Ok(g)) = (browser.await, gateway.await) else {
+        let Ok(b) = browser.await else {
             return;
         };
-        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(b), &mut TokioIo::new(g)).await;
+        let _ = tunnel.splice(TokioIo::new(b)).await;
     });
     let mut r = full(StatusCode::SWITCHING_PROTOCOLS, "");
     *r.body_mut() = Full::new(Bytes::new())

@@ -2,11 +2,10 @@
 //! the connection's byte stream ([`Watched`], [`Liveness`]) that tells, when the connection
 //! ends, whether it ended because the gateway stopped answering.
 //!
-//! hyper sends a PING after `interval` without a frame from the gateway and gives up when
-//! no answer came within `timeout`; the gateway does the same from its side. hyper then
-//! ends the connection without an error of its own (its dispatch task reports a clean end),
-//! so the session cannot tell a dead gateway from one that closed the connection. The watch
-//! can: it records when bytes last arrived. A live gateway is never silent for longer than
+//! [`keep_alive`] sends a PING after `interval` without a byte from the gateway and gives up
+//! when no answer came within `timeout`; the gateway does the same from its side. The watch
+//! records when bytes last arrived, which also tells a connection that ended some other way
+//! (the SSH transport's own keepalive closing the channel) from one the gateway closed. A live gateway is never silent for longer than
 //! `interval` plus a round trip (it answers our PINGs and sends its own), so a connection
 //! that ended after `interval + timeout` of silence ended because the keepalive ran out,
 //! however the end showed up (hyper's timeout, or the SSH transport's own keepalive closing
@@ -96,6 +95,32 @@ impl Keepalive {
             .div_ceil(interval.as_millis())
             .max(1);
         (interval, usize::try_from(max).unwrap_or(usize::MAX))
+    }
+}
+
+/// Run the keepalive: PING after `k.interval` of silence; returns how long the gateway has
+/// been silent once a PING went unanswered for `k.timeout` (never, if h2 gave no PING
+/// handle). The connection must be driven meanwhile (its task polls both).
+pub async fn keep_alive(
+    pings: Option<h2::PingPong>,
+    k: Keepalive,
+    live: Arc<Liveness>,
+) -> Duration {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        let silent = live.silent_for();
+        if silent < k.interval {
+            tokio::time::sleep(k.interval - silent).await;
+            continue;
+        }
+        match tokio::time::timeout(k.timeout, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            // the connection broke: its own end says why
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return live.silent_for(),
+        }
     }
 }
 

@@ -23,11 +23,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::Instrument;
-use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, SPLICE_BUFFER, STREAM_WINDOW};
+use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use virtgate_proto::{ApiPath, Problem, PROBLEM_CONTENT_TYPE};
 
 use super::upstream::Upstream;
 use crate::error::{chain_text, Error};
+use crate::session::RecvBody;
 
 /// How long a local request waits for a lost upstream connection to come back.
 const RECONNECT_WAIT: Duration = Duration::from_secs(10);
@@ -36,7 +37,7 @@ const RECONNECT_WAIT: Duration = Duration::from_secs(10);
 const MAX_REQUEST_BODY: usize = 1 << 20;
 
 /// What a local client gets: the gateway's answer as it streams, or a problem of ours.
-type Answer = Response<Either<Incoming, Full<Bytes>>>;
+type Answer = Response<Either<RecvBody, Full<Bytes>>>;
 
 /// Accept local connections until the listener fails.
 pub async fn serve(listener: UnixListener, upstream: Arc<Upstream>) -> Result<(), Error> {
@@ -138,7 +139,7 @@ async fn tunnel(
     session: &crate::session::Session,
     path: &ApiPath,
 ) -> Answer {
-    let (headers, mut remote) = match session.open_tunnel_with_headers(path).await {
+    let (headers, remote) = match session.open_tunnel_with_headers(path).await {
         Ok(t) => t,
         Err(e) => return error(&e),
     };
@@ -146,20 +147,14 @@ async fn tunnel(
     let what = path.to_path();
     tokio::spawn(
         async move {
-            let mut local = match local.await {
+            let local = match local.await {
                 Ok(u) => TokioIo::new(u),
                 Err(e) => {
                     tracing::debug!(error = %e, "the local tunnel did not open");
                     return;
                 }
             };
-            let copied = tokio::io::copy_bidirectional_with_sizes(
-                &mut local,
-                &mut remote,
-                SPLICE_BUFFER,
-                SPLICE_BUFFER,
-            )
-            .await;
+            let copied = remote.splice(local).await;
             tracing::debug!(?copied, "tunnel ended");
         }
         .instrument(tracing::debug_span!("tunnel", path = %what)),

@@ -16,8 +16,6 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use virtgate_proto::{ApiPath, TunnelKind, DESCRIPTOR_HEADER};
 use virtgate_rpc::fdio::stream_from_fd;
@@ -26,7 +24,7 @@ use virtgate_rpc::{Descriptors, Refusal, Whole};
 
 use super::super::relay;
 use crate::error::{chain_text, Error};
-use crate::session::Session;
+use crate::session::{Session, Tunnel};
 
 /// How long opening one descriptor stream may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -44,7 +42,7 @@ pub struct StreamFds {
 impl StreamFds {
     /// Open the stream for descriptor `id` (`None`: a new one for libvirtd); returns the
     /// stream and the id the gateway gave.
-    async fn open(&self, id: Option<u64>) -> Result<(u64, TokioIo<Upgraded>), Refusal> {
+    async fn open(&self, id: Option<u64>) -> Result<(u64, Tunnel), Refusal> {
         let path = ApiPath::Tunnel {
             domain: None,
             kind: TunnelKind::LibvirtFd {
@@ -92,10 +90,10 @@ impl StreamFds {
     }
 
     /// Splice a local socket to a descriptor stream until both sides close.
-    fn splice(&self, id: u64, mut local: UnixStream, mut stream: TokioIo<Upgraded>) {
+    fn splice(&self, id: u64, local: UnixStream, stream: Tunnel) {
         tracing::debug!(conn = self.conn, descriptor = id, "descriptor stream open");
         tokio::spawn(async move {
-            relay::splice(&mut local, &mut stream, "descriptor stream", id).await;
+            relay::splice(local, stream, "descriptor stream", id).await;
         });
     }
 }

@@ -1,0 +1,336 @@
+//! A byte tunnel: one HTTP/2 stream opened by extended CONNECT, driven on `h2` directly.
+//!
+//! hyper's upgraded stream hides what [`flow`](super::flow) needs: it returns a stream's
+//! window as soon as the bytes are copied out, and it sends through a channel to a task of
+//! its own (one more copy and wake-up per write). A [`Tunnel`] holds h2's two halves
+//! itself:
+//!
+//! - receiving, the window of a chunk goes back only once the chunk is consumed — written
+//!   to the local socket by [`Tunnel::splice`], or copied out by [`AsyncRead`] — and a bulk
+//!   tunnel keeps some back while an interactive one is busy ([`super::flow::Flow`]);
+//! - sending, a chunk is handed to h2 as it is (`Bytes`, no copy in [`Tunnel::splice`]),
+//!   and only as far as the window and the flow policy allow, so bulk data waits in its own
+//!   queue instead of in front of other streams.
+//!
+//! Half-close passes through (`shutdown` ends the stream; the gateway's end of stream is an
+//! end of file), and a reset stream is an I/O error, as with hyper.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use h2::{Reason, RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Sleep;
+
+use super::flow::{Flow, Meter, INTERACTIVE_HOLD};
+
+/// Most bytes read from the local socket at once (one HTTP/2 send, several frames).
+const READ_CHUNK: usize = virtgate_proto::tuning::SPLICE_BUFFER;
+
+/// The receiving half.
+pub struct TunnelReader {
+    /// h2's stream of DATA frames.
+    recv: RecvStream,
+    /// What is left of the chunk being copied out through [`AsyncRead`].
+    buf: Bytes,
+    /// Consumed bytes whose window is not returned yet (the flow policy holds them back).
+    debt: u64,
+    /// The connection's flow state.
+    flow: Arc<Flow>,
+    /// This tunnel's receive meter.
+    meter: Meter,
+}
+
+/// The sending half.
+pub struct TunnelWriter {
+    /// h2's sending half.
+    send: SendStream<Bytes>,
+    /// The gateway's window per stream (what `capacity` is measured against).
+    window: u64,
+    /// The connection's flow state.
+    flow: Arc<Flow>,
+    /// This tunnel's send meter.
+    meter: Meter,
+    /// Wakes a sender the flow policy stopped, should no window update come first.
+    retry: Option<Pin<Box<Sleep>>>,
+    /// End of stream sent.
+    finished: bool,
+}
+
+/// A tunnel: both halves ([`Tunnel::into_split`], or [`AsyncRead`] + [`AsyncWrite`]).
+pub struct Tunnel {
+    /// Receiving.
+    pub reader: TunnelReader,
+    /// Sending.
+    pub writer: TunnelWriter,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel")
+            .field("stream", &self.writer.send.stream_id())
+            .field("finished", &self.writer.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An h2 error as an I/O error: a stream the peer ended without error is an end of file
+/// (`None`), like hyper's upgraded streams.
+fn io_error(e: h2::Error) -> Option<io::Error> {
+    match e.reason() {
+        Some(Reason::NO_ERROR) | Some(Reason::CANCEL) => None,
+        Some(Reason::STREAM_CLOSED) => Some(io::Error::new(io::ErrorKind::BrokenPipe, e)),
+        _ if e.is_io() => Some(
+            e.into_io()
+                .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error")),
+        ),
+        _ => Some(io::Error::other(e)),
+    }
+}
+
+impl Tunnel {
+    /// Wrap h2's halves of an opened stream; `window` is the gateway's stream window.
+    pub(super) fn new(
+        send: SendStream<Bytes>,
+        recv: RecvStream,
+        flow: Arc<Flow>,
+        window: u32,
+    ) -> Tunnel {
+        let meter = flow.meter();
+        Tunnel {
+            reader: TunnelReader {
+                recv,
+                buf: Bytes::new(),
+                debt: 0,
+                flow: flow.clone(),
+                meter: meter.twin(),
+            },
+            writer: TunnelWriter {
+                send,
+                window: u64::from(window),
+                flow,
+                meter,
+                retry: None,
+                finished: false,
+            },
+        }
+    }
+
+    /// The two halves, to drive each direction on its own.
+    pub fn into_split(self) -> (TunnelReader, TunnelWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// Carry bytes both ways between the tunnel and `local` until both directions ended
+    /// (half-closes pass through); returns the bytes carried up and down.
+    pub async fn splice<S>(self, local: S) -> io::Result<(u64, u64)>
+    where
+        S: AsyncRead + AsyncWrite,
+    {
+        let (mut rx, mut tx) = self.into_split();
+        let (mut lr, mut lw) = tokio::io::split(local);
+        let up = async {
+            let mut total = 0u64;
+            let mut buf = BytesMut::new();
+            loop {
+                buf.reserve(READ_CHUNK);
+                let n = lr.read_buf(&mut buf).await?;
+                if n == 0 {
+                    tx.finish()?;
+                    return Ok::<u64, io::Error>(total);
+                }
+                total += n as u64;
+                tx.send(buf.split().freeze()).await?;
+            }
+        };
+        let down = async {
+            let mut total = 0u64;
+            while let Some(chunk) = rx.chunk().await? {
+                lw.write_all(&chunk).await?;
+                total += chunk.len() as u64;
+                rx.consumed(chunk.len());
+            }
+            lw.shutdown().await?;
+            Ok::<u64, io::Error>(total)
+        };
+        tokio::try_join!(up, down)
+    }
+}
+
+impl TunnelReader {
+    /// The next chunk the gateway sent (`None`: it ended the stream). Its window comes back
+    /// with [`TunnelReader::consumed`].
+    pub async fn chunk(&mut self) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        loop {
+            return Poll::Ready(match ready!(self.recv.poll_data(cx)) {
+                None => Ok(None),
+                Some(Ok(b)) if b.is_empty() => continue,
+                Some(Ok(b)) => Ok(Some(b)),
+                Some(Err(e)) => match io_error(e) {
+                    None => Ok(None),
+                    Some(e) => Err(e),
+                },
+            });
+        }
+    }
+
+    /// `n` bytes of what [`TunnelReader::chunk`] gave reached their reader: return their
+    /// window (all of it, or what the flow policy lets go now).
+    pub fn consumed(&mut self, n: usize) {
+        let now = Instant::now();
+        self.flow.moved(&mut self.meter, n, now);
+        self.debt += n as u64;
+        let release = self.flow.to_release(&self.meter, self.debt, now);
+        if release > 0 {
+            // fails only once the stream is gone, and then nothing is owed
+            let _ = self.recv.flow_control().release_capacity(release as usize);
+            self.debt -= release;
+        }
+    }
+}
+
+impl TunnelWriter {
+    /// Wait until the window and the flow policy let up to `want` bytes go.
+    fn poll_room(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        loop {
+            match self.send.poll_reset(cx) {
+                Poll::Ready(Ok(reason)) => {
+                    return Poll::Ready(Err(io_error(h2::Error::from(reason)).unwrap_or_else(
+                        || {
+                            io::Error::new(
+                                io::ErrorKind::BrokenPipe,
+                                "the gateway ended the stream",
+                            )
+                        },
+                    )))
+                }
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(io_error(e).unwrap_or_else(|| {
+                        io::Error::new(io::ErrorKind::BrokenPipe, "the stream ended")
+                    })))
+                }
+                Poll::Pending => {}
+            }
+            let now = Instant::now();
+            let throttled = self.flow.throttled(&self.meter, now);
+            // throttled, ask for the whole window to see how much of it is in flight
+            let ask = if throttled {
+                self.window as usize
+            } else {
+                want
+            };
+            self.send.reserve_capacity(ask);
+            let capacity = self.send.capacity() as u64;
+            let room = self.flow.may_send(&self.meter, capacity, self.window, now);
+            if room > 0 {
+                self.retry = None;
+                return Poll::Ready(Ok((room as usize).min(want)));
+            }
+            if capacity > 0 {
+                // the policy holds it back: a window update wakes it, or the time it waits
+                let retry = self
+                    .retry
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(INTERACTIVE_HOLD)));
+                if retry.as_mut().poll(cx).is_ready() {
+                    self.retry = None;
+                    continue;
+                }
+            }
+            match ready!(self.send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    return Poll::Ready(Err(io_error(e).unwrap_or_else(|| {
+                        io::Error::new(io::ErrorKind::BrokenPipe, "the stream ended")
+                    })))
+                }
+                None => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the tunnel stream is closed",
+                    )))
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, data: Bytes) -> io::Result<()> {
+        self.flow.moved(&mut self.meter, data.len(), Instant::now());
+        self.send
+            .send_data(data, false)
+            .map_err(|e| io_error(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()))
+    }
+
+    /// Send all of `data`, as the window and the flow policy let it go.
+    pub async fn send(&mut self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = std::future::poll_fn(|cx| self.poll_room(cx, data.len())).await?;
+            self.put(data.split_to(n))?;
+        }
+        Ok(())
+    }
+
+    /// End the stream (half-close): the gateway's side reads an end of file.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if !self.finished {
+            self.finished = true;
+            self.send
+                .send_data(Bytes::new(), true)
+                .map_err(|e| io_error(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for Tunnel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = &mut self.get_mut().reader;
+        if r.buf.is_empty() {
+            match ready!(r.poll_chunk(cx))? {
+                None => return Poll::Ready(Ok(())),
+                Some(b) => r.buf = b,
+            }
+        }
+        let n = r.buf.len().min(out.remaining());
+        out.put_slice(&r.buf.split_to(n));
+        r.consumed(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tunnel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let w = &mut self.get_mut().writer;
+        let n = ready!(w.poll_room(cx, buf.len()))?;
+        w.put(Bytes::copy_from_slice(&buf[..n]))?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2's connection task writes what was handed over
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().writer.finish())
+    }
+}
