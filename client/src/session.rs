@@ -64,6 +64,12 @@ const MAX_BODY: usize = 16 << 20;
 /// (see `virtgate_proto::tuning`).
 use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME};
 
+/// h2's send buffer per stream: the most window a tunnel asks for at once, at least any
+/// stream window a gateway uses (`virtgate_proto::tuning`).
+fn send_buffer(stream_window: u32) -> usize {
+    stream_window.max(virtgate_proto::tuning::RELAYED_STREAM_WINDOW) as usize
+}
+
 /// How long to wait for the connection task's verdict after a request failed.
 const VERDICT_WAIT: Duration = Duration::from_secs(2);
 
@@ -121,7 +127,7 @@ pub struct Session {
     send: SendRequest<Bytes>,
     /// The tunnels' shared flow state (interactive ones first).
     flow: Arc<Flow>,
-    /// The stream window both ends use on this transport (the gateway's is the same).
+    /// This end's stream window on this transport (sizes h2's send buffer per stream).
     stream_window: u32,
     /// `host:port` for the `:authority` of requests.
     authority: String,
@@ -174,6 +180,10 @@ impl Session {
             .initial_window_size(stream_window)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
+            // a tunnel measures what it has in flight as window minus capacity, and h2 caps
+            // a stream's capacity at this buffer (400 KiB by default): it must cover the
+            // gateway's window. Nothing is buffered beyond capacity: it costs no memory.
+            .max_send_buffer_size(send_buffer(stream_window))
             .enable_push(false);
         let (stream, liveness) = Watched::new(connected.stream);
         let (send, mut conn) = builder
@@ -386,7 +396,12 @@ impl Session {
             .await?;
         if connect && ex.resp.status() == StatusCode::OK {
             let (parts, recv) = ex.resp.into_parts();
-            let tunnel = Tunnel::new(ex.send, recv, self.flow.clone(), self.stream_window);
+            let tunnel = Tunnel::new(
+                ex.send,
+                recv,
+                self.flow.clone(),
+                send_buffer(self.stream_window),
+            );
             return Ok(Raw::Tunnel(parts.headers, tunnel));
         }
         Ok(Raw::Answer(ex.answer()))
@@ -430,7 +445,12 @@ impl Session {
             return Err(problem(status, &body));
         }
         let (parts, recv) = ex.resp.into_parts();
-        let tunnel = Tunnel::new(ex.send, recv, self.flow.clone(), self.stream_window);
+        let tunnel = Tunnel::new(
+            ex.send,
+            recv,
+            self.flow.clone(),
+            send_buffer(self.stream_window),
+        );
         Ok((parts.headers, tunnel))
     }
 

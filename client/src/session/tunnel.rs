@@ -32,6 +32,9 @@ use super::flow::{Flow, Meter, INTERACTIVE_HOLD};
 /// Most bytes read from the local socket at once (one HTTP/2 send, several frames).
 const READ_CHUNK: usize = virtgate_proto::tuning::SPLICE_BUFFER;
 
+/// Below this much room left in the read buffer, a fresh one is allocated.
+const MIN_ROOM: usize = 16 << 10;
+
 /// The receiving half.
 pub struct TunnelReader {
     /// h2's stream of DATA frames.
@@ -50,8 +53,12 @@ pub struct TunnelReader {
 pub struct TunnelWriter {
     /// h2's sending half.
     send: SendStream<Bytes>,
-    /// The gateway's window per stream (what `capacity` is measured against).
+    /// The most window capacity ever seen free: the gateway's stream window (read from h2,
+    /// not assumed, so an older gateway's smaller window is measured right). What is in
+    /// flight is this minus the capacity free now.
     window: u64,
+    /// What is asked of h2 before a send: all the window it may give.
+    ask: usize,
     /// The connection's flow state.
     flow: Arc<Flow>,
     /// This tunnel's send meter.
@@ -94,12 +101,13 @@ fn io_error(e: h2::Error) -> Option<io::Error> {
 }
 
 impl Tunnel {
-    /// Wrap h2's halves of an opened stream; `window` is the gateway's stream window.
+    /// Wrap h2's halves of an opened stream; `ask` is the most window to ask h2 for at once
+    /// (its send buffer per stream, at least the gateway's stream window).
     pub(super) fn new(
         send: SendStream<Bytes>,
         recv: RecvStream,
         flow: Arc<Flow>,
-        window: u32,
+        ask: usize,
     ) -> Tunnel {
         let meter = flow.meter();
         Tunnel {
@@ -112,7 +120,8 @@ impl Tunnel {
             },
             writer: TunnelWriter {
                 send,
-                window: u64::from(window),
+                window: 0,
+                ask,
                 flow,
                 meter,
                 retry: None,
@@ -138,7 +147,12 @@ impl Tunnel {
             let mut total = 0u64;
             let mut buf = BytesMut::new();
             loop {
-                buf.reserve(READ_CHUNK);
+                // a small read takes the next bytes of the current allocation; only a
+                // nearly used one is replaced (the chunks sent keep it alive until h2 wrote
+                // them, so reserving every time would allocate per read)
+                if buf.capacity() - buf.len() < MIN_ROOM {
+                    buf.reserve(READ_CHUNK);
+                }
                 let n = lr.read_buf(&mut buf).await?;
                 if n == 0 {
                     tx.finish()?;
@@ -221,15 +235,11 @@ impl TunnelWriter {
                 Poll::Pending => {}
             }
             let now = Instant::now();
-            let throttled = self.flow.throttled(&self.meter, now);
-            // throttled, ask for the whole window to see how much of it is in flight
-            let ask = if throttled {
-                self.window as usize
-            } else {
-                want
-            };
-            self.send.reserve_capacity(ask);
+            // ask for all the window there is, to see how much of it is in flight (what is
+            // not used goes back to the connection after the send: `put`)
+            self.send.reserve_capacity(self.ask);
             let capacity = self.send.capacity() as u64;
+            self.window = self.window.max(capacity);
             let room = self.flow.may_send(&self.meter, capacity, self.window, now);
             if room > 0 {
                 self.retry = None;
@@ -264,9 +274,13 @@ impl TunnelWriter {
 
     fn put(&mut self, data: Bytes) -> io::Result<()> {
         self.flow.moved(&mut self.meter, data.len(), Instant::now());
-        self.send
+        let sent = self
+            .send
             .send_data(data, false)
-            .map_err(|e| io_error(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()))
+            .map_err(|e| io_error(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()));
+        // the window not used now goes back to the connection for other streams
+        self.send.reserve_capacity(0);
+        sent
     }
 
     /// Send all of `data`, as the window and the flow policy let it go.
