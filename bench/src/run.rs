@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use rustix::process::{getrlimit, setrlimit, Resource};
 use virtgate_tests::Gateway;
 
+use crate::load::Dir;
 use crate::measure::{measure_path, Config, Ends, PathResult};
 use crate::paths::{self, Build, Path, World};
 use crate::report::{Machine, Report};
@@ -373,6 +374,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     let verified = check(&reg)?;
+    let starved = starved(&results);
     let notes = notes(
         &cfg,
         &machine,
@@ -396,6 +398,13 @@ pub fn run(args: &Args) -> Result<()> {
         elapsed: started.elapsed(),
     };
     println!("{}", report.tables());
+    if !starved.is_empty() {
+        bail!(
+            "a bulk stream nearly stopped while an echo ran beside it (a flow-control stall, \
+             not a slow machine): {}",
+            starved.join("; ")
+        );
+    }
     // a partial run writes only where told (`--out`): docs/ keeps the last full run
     if !partial || args.out.is_some() {
         write(&report, &out)?;
@@ -497,6 +506,28 @@ fn notes(
         ),
     ]);
     notes
+}
+
+/// The virtgate paths (this build) whose bulk stream moved under a tenth of its solo rate
+/// while the P2 echo ran beside it: whatever the load, that is a stall, and the run fails
+/// on it (CI runs `--quick`).
+fn starved(results: &[PathResult]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in results
+        .iter()
+        .filter(|r| r.name.starts_with("virtgate") && !r.name.contains("(before)"))
+    {
+        for dir in [Dir::Up, Dir::Down] {
+            let (solo, loaded) = (r.p1(dir), r.loaded(dir).bulk_mbps);
+            if solo.is_finite() && solo > 0.0 && loaded.is_finite() && loaded < solo / 10.0 {
+                out.push(format!(
+                    "{} bulk {dir:?}: {loaded:.0} MB/s beside the echo, {solo:.0} MB/s alone",
+                    r.name
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Fail if any stream failed verification; returns the bytes verified.
