@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks: virtgate's tunnels side by side with raw TCP, ssh -L (through a real sshd) and
-# stunnel4 on loopback, plus login time, gateway memory per connection and 1,000 tunnels on
-# one connection. Installs what is missing, builds the RELEASE binaries, runs
+# stunnel4 on loopback, plus login time, gateway memory per connection and 10,000 tunnels on
+# one connection (`--before DIR`: an older build's binaries in the same run). Installs what is missing, builds the RELEASE binaries, runs
 # `virtgate-bench` with the given arguments and writes docs/benchmarks.md + .png
 # (`--quick`: under 2 minutes, written to target/bench/). Needs root (sshd, test account).
 #
