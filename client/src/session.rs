@@ -401,6 +401,7 @@ impl Session {
                 recv,
                 self.flow.clone(),
                 send_buffer(self.stream_window),
+                self.stream_window,
             );
             return Ok(Raw::Tunnel(parts.headers, tunnel));
         }
@@ -450,6 +451,7 @@ impl Session {
             recv,
             self.flow.clone(),
             send_buffer(self.stream_window),
+            self.stream_window,
         );
         Ok((parts.headers, tunnel))
     }

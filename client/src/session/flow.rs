@@ -15,16 +15,15 @@
 //! tunnel (other than the one that marked it) keeps less of its window in flight:
 //!
 //! - receiving ([`Flow::to_release`]): it returns the window of what it consumed only
-//!   beyond [`HOLD_BACK`] bytes, so the gateway may send at most `window - HOLD_BACK` ahead
-//!   of the interactive frames;
+//!   beyond [`hold_back`] (5/8 of its window), so the gateway may send at most 3/8 of the
+//!   window ahead of the interactive frames;
 //! - sending ([`Flow::may_send`]): it sends only while less than [`SEND_IN_FLIGHT`] of its
 //!   window is unacknowledged (the gateway returns window when it has read the bytes).
 //!
 //! Nothing changes on a connection without interactive traffic, so a lone bulk stream
 //! keeps its full speed. The price is paid only while someone types: fewer bytes in flight
 //! means a window round trip per fewer bytes, and on a CPU-bound host the bulk tunnel then
-//! moves ~2/3 of its solo rate (measured at [`HOLD_BACK`]). Over SSH the window is 1 MiB
-//! (`tuning::RELAYED_STREAM_WINDOW`) and the same hold leaves more in flight. The gateway (hyper) releases window as soon as it reads a tunnel's
+//! moves ~2/3 of its solo rate (measured with the 256 KiB window: see [`hold_back`]). The gateway (hyper) releases window as soon as it reads a tunnel's
 //! bytes, which is why the sending side cannot go below a third of the window: the gateway
 //! announces window only once half of what the peer still holds is free again.
 
@@ -41,18 +40,21 @@ pub const BULK_BYTES: u64 = 2 << 20;
 /// How long an interactive exchange keeps bulk tunnels throttled.
 pub const INTERACTIVE_HOLD: Duration = Duration::from_millis(250);
 
-/// Window a receiving bulk tunnel keeps back while the connection is interactive (of the
-/// 256 KiB stream window: 96 KiB stay in flight).
+/// Window a receiving bulk tunnel keeps back while the connection is interactive: 5/8 of
+/// its receive `window` (of 256 KiB on TLS: 160 KiB held, 96 KiB in flight; of 1 MiB over
+/// SSH, 384 KiB in flight).
 ///
 /// Measured (`virtgate-bench --quick --before`, 64-byte echo beside bulk down, 2 busy
 /// cores): nothing held, echo p99 1.8–2.5 ms; 128 KiB, 0.9–1.25 ms with the bulk stream at
 /// 69–86 % of its solo rate; 160 KiB, 0.9–1.15 ms at 65–70 %; 192 KiB, 0.9–1.0 ms but the
 /// bulk stream at 45–47 %. Fewer bytes in flight means a round trip per fewer bytes.
-pub const HOLD_BACK: u64 = 160 << 10;
+pub fn hold_back(window: u64) -> u64 {
+    window / 8 * 5
+}
 
 /// Unacknowledged bytes a sending bulk tunnel may have while the connection is interactive
 /// (never below a third of the window plus 8 KiB: see [`Flow::may_send`]). Measured like
-/// [`HOLD_BACK`], bulk up: nothing held 1.9–2.5 ms p99; 112 KiB, 1.1–1.25 ms at 66–74 %.
+/// [`hold_back`], bulk up: nothing held 1.9–2.5 ms p99; 112 KiB, 1.1–1.25 ms at 66–74 %.
 pub const SEND_IN_FLIGHT: u64 = 112 << 10;
 
 /// The connection's shared state: until when it counts as interactive, and which tunnel
@@ -134,10 +136,10 @@ impl Flow {
     }
 
     /// Receiving: of `debt` consumed bytes whose window is not yet returned, how many to
-    /// return now.
-    pub fn to_release(&self, m: &Meter, debt: u64, at: Instant) -> u64 {
+    /// return now (`window`: this end's receive window for the stream).
+    pub fn to_release(&self, m: &Meter, debt: u64, window: u64, at: Instant) -> u64 {
         if self.throttled(m, at) {
-            debt.saturating_sub(HOLD_BACK)
+            debt.saturating_sub(hold_back(window))
         } else {
             debt
         }
@@ -177,6 +179,9 @@ impl Meter {
 mod tests {
     use super::*;
 
+    /// The TLS stream window.
+    const W: u64 = 256 << 10;
+
     fn bulk(flow: &Flow, m: &mut Meter, at: Instant) {
         flow.moved(m, (BULK_BYTES + 1) as usize, at);
     }
@@ -188,7 +193,7 @@ mod tests {
         let mut b = flow.meter();
         bulk(&flow, &mut b, t);
         assert!(!flow.throttled(&b, t));
-        assert_eq!(flow.to_release(&b, 300 << 10, t), 300 << 10);
+        assert_eq!(flow.to_release(&b, 300 << 10, W, t), 300 << 10);
         assert_eq!(flow.may_send(&b, 256 << 10, 256 << 10, t), 256 << 10);
     }
 
@@ -202,9 +207,14 @@ mod tests {
         flow.moved(&mut echo, 64, t);
         assert!(flow.throttled(&b, t));
         assert!(!flow.throttled(&echo, t), "the interactive one never waits");
-        // receiving: window beyond HOLD_BACK goes back, the rest is kept
-        assert_eq!(flow.to_release(&b, HOLD_BACK + 10, t), 10);
-        assert_eq!(flow.to_release(&b, 1000, t), 0);
+        // receiving: window beyond 5/8 of it goes back, the rest is kept
+        assert_eq!(flow.to_release(&b, (160 << 10) + 10, W, t), 10);
+        assert_eq!(flow.to_release(&b, 1000, W, t), 0);
+        assert_eq!(
+            flow.to_release(&b, (640 << 10) + 1, 1 << 20, t),
+            1,
+            "scaled to the window"
+        );
         // sending: at most SEND_IN_FLIGHT unacknowledged
         let w = 256 << 10;
         assert_eq!(flow.may_send(&b, w, w, t), SEND_IN_FLIGHT);
@@ -218,7 +228,7 @@ mod tests {
         let later = t + INTERACTIVE_HOLD + Duration::from_millis(1);
         bulk(&flow, &mut b, later);
         assert!(!flow.throttled(&b, later));
-        assert_eq!(flow.to_release(&b, 1000, later), 1000);
+        assert_eq!(flow.to_release(&b, 1000, W, later), 1000);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct TunnelReader {
     buf: Bytes,
     /// Consumed bytes whose window is not returned yet (the flow policy holds them back).
     debt: u64,
+    /// This end's receive window for the stream (what the policy holds a part of).
+    window: u64,
     /// The connection's flow state.
     flow: Arc<Flow>,
     /// This tunnel's receive meter.
@@ -102,12 +104,14 @@ fn io_error(e: h2::Error) -> Option<io::Error> {
 
 impl Tunnel {
     /// Wrap h2's halves of an opened stream; `ask` is the most window to ask h2 for at once
-    /// (its send buffer per stream, at least the gateway's stream window).
+    /// (its send buffer per stream, at least the gateway's stream window), `recv_window`
+    /// this end's stream window.
     pub(super) fn new(
         send: SendStream<Bytes>,
         recv: RecvStream,
         flow: Arc<Flow>,
         ask: usize,
+        recv_window: u32,
     ) -> Tunnel {
         let meter = flow.meter();
         Tunnel {
@@ -115,6 +119,7 @@ impl Tunnel {
                 recv,
                 buf: Bytes::new(),
                 debt: 0,
+                window: u64::from(recv_window),
                 flow: flow.clone(),
                 meter: meter.twin(),
             },
@@ -203,7 +208,9 @@ impl TunnelReader {
         let now = Instant::now();
         self.flow.moved(&mut self.meter, n, now);
         self.debt += n as u64;
-        let release = self.flow.to_release(&self.meter, self.debt, now);
+        let release = self
+            .flow
+            .to_release(&self.meter, self.debt, self.window, now);
         if release > 0 {
             // fails only once the stream is gone, and then nothing is owed
             let _ = self.recv.flow_control().release_capacity(release as usize);
