@@ -9,6 +9,7 @@
 //! ([`events`]), Prometheus text, a tunnel ([`tunnel`]: consoles and libvirt RPC, whose
 //! file descriptors wait per connection in [`descriptors`]) or a problem ([`error`]). Every response carries `virtgate-protocol: 1`.
 
+mod copy;
 pub mod descriptors;
 pub mod domains;
 pub mod error;

@@ -12,7 +12,7 @@
 //! Order matters for good errors: authorize, then connect to the backend socket, and only
 //! then answer 200. A client therefore sees a problem+json (404/403/503 with a hint) instead
 //! of a tunnel that opens and dies. After the 200, hyper hands over the stream
-//! (`hyper::upgrade::on`) and `copy_bidirectional` splices it to the backend, propagating
+//! (`hyper::upgrade::on`) and [`copy::both_ways`] splices it to the backend, propagating
 //! half-closes both ways (END_STREAM <-> `shutdown(Write)`). Each tunnel runs in its own task
 //! with a `tunnel` span (id, domain, kind); its close is logged with the byte counts.
 
@@ -24,12 +24,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tracing::Instrument as _;
-use virtgate_proto::tuning::SPLICE_BUFFER;
 use virtgate_proto::{ConsoleKind, Problem, TunnelKind};
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
+use super::copy;
 use super::descriptors::{self, Parked, TunnelFds};
 use super::error::{self, ApiError};
 use super::{authorize, Body, ConnCtx, Held, State};
@@ -263,27 +263,14 @@ pub async fn open_descriptor(
 fn splice(
     state: &State,
     req: &mut Request<Incoming>,
-    mut backend: BoxedStream,
+    backend: BoxedStream,
     span: tracing::Span,
     guard: Held,
     kind: TunnelKind,
 ) -> Response<Body> {
-    run_tunnel(
-        state,
-        req,
-        span,
-        guard,
-        kind,
-        move |mut client| async move {
-            tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut backend,
-                SPLICE_BUFFER,
-                SPLICE_BUFFER,
-            )
-            .await
-        },
-    )
+    run_tunnel(state, req, span, guard, kind, move |client| async move {
+        copy::both_ways(client, backend).await
+    })
 }
 
 /// Answer 200 and, once hyper hands over the stream, run `carry` on it in a tracked task
