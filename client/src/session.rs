@@ -33,7 +33,7 @@ use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
@@ -55,7 +55,7 @@ pub use body::{parse_problem, BodyStream, RecvBody};
 use flow::Flow;
 pub use liveness::Keepalive;
 use liveness::Watched;
-pub use tunnel::{Tunnel, TunnelReader, TunnelWriter};
+pub use tunnel::Tunnel;
 
 /// Largest response body read into memory (JSON and problem bodies are small).
 const MAX_BODY: usize = 16 << 20;
@@ -112,7 +112,7 @@ impl Exchange {
     }
 }
 
-/// What [`Session::raw`] brings back.
+/// What [`Session::raw_tunnel`] brings back.
 pub enum Raw {
     /// An answer, as the gateway gave it.
     Answer(Response<RecvBody>),
@@ -366,9 +366,23 @@ impl Session {
     /// Send a request the caller built (method, path and query, headers, body) to the
     /// gateway, and hand its answer back as it is: `virtgate web`'s local pages pass browser
     /// requests on. Only on a connection that needs no (more) login: the SSH and unix
-    /// transports. A CONNECT (with the `:protocol` the caller set as an `h2::ext::Protocol`)
-    /// answered 200 is a tunnel; any other answer comes back as it is.
-    pub async fn raw(&self, req: Request<Full<Bytes>>) -> Result<Raw, Error> {
+    /// transports.
+    pub async fn raw(&self, req: Request<Bytes>) -> Result<Response<RecvBody>, Error> {
+        Ok(self.raw_exchange(req).await?.answer())
+    }
+
+    /// [`Session::raw`] for a CONNECT (with the `:protocol` the caller set as an
+    /// `h2::ext::Protocol`): a 200 is a tunnel, any other answer comes back as it is.
+    pub async fn raw_tunnel(&self, req: Request<Bytes>) -> Result<Raw, Error> {
+        let ex = self.raw_exchange(req).await?;
+        if ex.resp.status() != StatusCode::OK {
+            return Ok(Raw::Answer(ex.answer()));
+        }
+        let (headers, tunnel) = self.tunnel(ex);
+        Ok(Raw::Tunnel(headers, tunnel))
+    }
+
+    async fn raw_exchange(&self, req: Request<Bytes>) -> Result<Exchange, Error> {
         let (mut parts, body) = req.into_parts();
         let pq = parts
             .uri
@@ -386,26 +400,21 @@ impl Session {
                 hint: "serving the pages locally needs an SSH or unix-socket URL".into(),
             });
         }
-        let bytes = match body.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(never) => match never {},
-        };
-        let connect = parts.method == Method::CONNECT;
-        let ex = self
-            .send_once(&what, Request::from_parts(parts, ()), bytes)
-            .await?;
-        if connect && ex.resp.status() == StatusCode::OK {
-            let (parts, recv) = ex.resp.into_parts();
-            let tunnel = Tunnel::new(
-                ex.send,
-                recv,
-                self.flow.clone(),
-                send_buffer(self.stream_window),
-                self.stream_window,
-            );
-            return Ok(Raw::Tunnel(parts.headers, tunnel));
-        }
-        Ok(Raw::Answer(ex.answer()))
+        self.send_once(&what, Request::from_parts(parts, ()), body)
+            .await
+    }
+
+    /// The tunnel of a CONNECT the gateway answered 200, and the answer's headers.
+    fn tunnel(&self, ex: Exchange) -> (http::HeaderMap, Tunnel) {
+        let (parts, recv) = ex.resp.into_parts();
+        let tunnel = Tunnel::new(
+            ex.send,
+            recv,
+            self.flow.clone(),
+            send_buffer(self.stream_window),
+            self.stream_window,
+        );
+        (parts.headers, tunnel)
     }
 
     /// A JSON answer: decoded on success, a problem otherwise.
@@ -445,15 +454,7 @@ impl Session {
             let body = self.body(&what, ex.answer()).await?;
             return Err(problem(status, &body));
         }
-        let (parts, recv) = ex.resp.into_parts();
-        let tunnel = Tunnel::new(
-            ex.send,
-            recv,
-            self.flow.clone(),
-            send_buffer(self.stream_window),
-            self.stream_window,
-        );
-        Ok((parts.headers, tunnel))
+        Ok(self.tunnel(ex))
     }
 
     /// Resolves when the connection has ended, with the error that explains it.

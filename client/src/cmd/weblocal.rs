@@ -266,8 +266,8 @@ fn outgoing(
     uri: &http::Uri,
     headers: &http::HeaderMap,
     body: Bytes,
-) -> Request<Full<Bytes>> {
-    let mut out = Request::new(Full::new(body));
+) -> Request<Bytes> {
+    let mut out = Request::new(body);
     *out.method_mut() = method;
     *out.uri_mut() = uri.clone();
     for (name, value) in headers {
@@ -296,15 +296,7 @@ async fn forward(local: &Local, req: Request<Incoming>) -> Result<Response<Body>
         ));
     };
     let out = outgoing(local, parts.method, &parts.uri, &parts.headers, bytes);
-    let (mut parts, body) = match local.session.raw(out).await? {
-        Raw::Answer(resp) => resp.into_parts(),
-        Raw::Tunnel(..) => {
-            return Ok(full(
-                StatusCode::BAD_GATEWAY,
-                "the gateway opened a tunnel for a request that is not CONNECT",
-            ))
-        }
-    };
+    let (mut parts, body) = local.session.raw(out).await?.into_parts();
     parts.headers.remove(header::CONNECTION);
     parts.headers.remove(header::TRANSFER_ENCODING);
     Ok(Response::from_parts(parts, body.boxed()))
@@ -327,7 +319,7 @@ async fn upgrade(local: &Local, mut req: Request<Incoming>) -> Result<Response<B
     );
     out.extensions_mut()
         .insert(h2::ext::Protocol::from_static("websocket"));
-    let (headers, tunnel) = match local.session.raw(out).await? {
+    let (headers, tunnel) = match local.session.raw_tunnel(out).await? {
         Raw::Tunnel(headers, tunnel) => (headers, tunnel),
         Raw::Answer(resp) => {
             let (parts, body) = resp.into_parts();

@@ -36,7 +36,7 @@ const READ_CHUNK: usize = virtgate_proto::tuning::SPLICE_BUFFER;
 const MIN_ROOM: usize = 16 << 10;
 
 /// The receiving half.
-pub struct TunnelReader {
+struct TunnelReader {
     /// h2's stream of DATA frames.
     recv: RecvStream,
     /// What is left of the chunk being copied out through [`AsyncRead`].
@@ -52,7 +52,7 @@ pub struct TunnelReader {
 }
 
 /// The sending half.
-pub struct TunnelWriter {
+struct TunnelWriter {
     /// h2's sending half.
     send: SendStream<Bytes>,
     /// The most window capacity ever seen free: the gateway's stream window (read from h2,
@@ -71,12 +71,12 @@ pub struct TunnelWriter {
     finished: bool,
 }
 
-/// A tunnel: both halves ([`Tunnel::into_split`], or [`AsyncRead`] + [`AsyncWrite`]).
+/// A tunnel: [`Tunnel::splice`] to a local socket, or [`AsyncRead`] + [`AsyncWrite`].
 pub struct Tunnel {
     /// Receiving.
-    pub reader: TunnelReader,
+    reader: TunnelReader,
     /// Sending.
-    pub writer: TunnelWriter,
+    writer: TunnelWriter,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -135,18 +135,13 @@ impl Tunnel {
         }
     }
 
-    /// The two halves, to drive each direction on its own.
-    pub fn into_split(self) -> (TunnelReader, TunnelWriter) {
-        (self.reader, self.writer)
-    }
-
     /// Carry bytes both ways between the tunnel and `local` until both directions ended
     /// (half-closes pass through); returns the bytes carried up and down.
     pub async fn splice<S>(self, local: S) -> io::Result<(u64, u64)>
     where
         S: AsyncRead + AsyncWrite,
     {
-        let (mut rx, mut tx) = self.into_split();
+        let (mut rx, mut tx) = (self.reader, self.writer);
         let (mut lr, mut lw) = tokio::io::split(local);
         let up = async {
             let mut total = 0u64;
@@ -184,7 +179,7 @@ impl Tunnel {
 impl TunnelReader {
     /// The next chunk the gateway sent (`None`: it ended the stream). Its window comes back
     /// with [`TunnelReader::consumed`].
-    pub async fn chunk(&mut self) -> io::Result<Option<Bytes>> {
+    async fn chunk(&mut self) -> io::Result<Option<Bytes>> {
         std::future::poll_fn(|cx| self.poll_chunk(cx)).await
     }
 
@@ -204,7 +199,7 @@ impl TunnelReader {
 
     /// `n` bytes of what [`TunnelReader::chunk`] gave reached their reader: return their
     /// window (all of it, or what the flow policy lets go now).
-    pub fn consumed(&mut self, n: usize) {
+    fn consumed(&mut self, n: usize) {
         let now = Instant::now();
         self.flow.moved(&mut self.meter, n, now);
         self.debt += n as u64;
@@ -291,7 +286,7 @@ impl TunnelWriter {
     }
 
     /// Send all of `data`, as the window and the flow policy let it go.
-    pub async fn send(&mut self, mut data: Bytes) -> io::Result<()> {
+    async fn send(&mut self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() {
             let n = std::future::poll_fn(|cx| self.poll_room(cx, data.len())).await?;
             self.put(data.split_to(n))?;
@@ -300,7 +295,7 @@ impl TunnelWriter {
     }
 
     /// End the stream (half-close): the gateway's side reads an end of file.
-    pub fn finish(&mut self) -> io::Result<()> {
+    fn finish(&mut self) -> io::Result<()> {
         if !self.finished {
             self.finished = true;
             self.send
