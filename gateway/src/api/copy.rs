@@ -45,8 +45,9 @@ where
             to.shutdown().await?;
             return Ok(total);
         }
+        // no flush per chunk: neither side buffers (hyper's upgraded stream's flush only
+        // waits until its send task took the chunk, which the next write waits for anyway)
         to.write_all(&buf).await?;
-        to.flush().await?;
         total += n as u64;
         // keeps the allocation: the next read fills it from the start
         buf.clear();
