@@ -624,7 +624,11 @@ const NEGOTIATE_ARGS: &[&str] = &[
 /// request (the favicon) negotiates and binds the connection. So when the first load is the
 /// 401, load the page once more, as a user would. Returns the page's text.
 fn goto_negotiated(b: &Chromium, url: &str) -> String {
-    let done = |t: &str| t.contains("Signed in as") || t.contains("authentication required");
+    // the page says "Signed in as …" until its whoami call answers
+    let done = |t: &str| {
+        (t.contains("Signed in as") && !t.contains("Signed in as …"))
+            || t.contains("authentication required")
+    };
     b.goto(url);
     let t = b.wait_text("the page", PAGE_DEADLINE, done);
     if !t.contains("authentication required") {
