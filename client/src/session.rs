@@ -46,16 +46,14 @@ use crate::transport::kerberos::{self, Challenge, Negotiation};
 use crate::transport::{Connected, Transport};
 
 mod body;
-pub mod flow;
 pub mod liveness;
-mod tunnel;
 
 use body::{content_type, problem};
 pub use body::{parse_problem, BodyStream, RecvBody};
-use flow::Flow;
 pub use liveness::Keepalive;
 use liveness::Watched;
-pub use tunnel::Tunnel;
+use virtgate_tunnel::Flow;
+pub use virtgate_tunnel::Tunnel;
 
 /// Largest response body read into memory (JSON and problem bodies are small).
 const MAX_BODY: usize = 16 << 20;

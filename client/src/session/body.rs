@@ -1,70 +1,18 @@
 //! Answers read as they arrive: h2's body of an answer as an `http_body::Body`
-//! ([`RecvBody`]), the body of [`Session::get_stream`] (the event stream), the content type
+//! ([`RecvBody`], from `virtgate-tunnel`), the body of [`Session::get_stream`] (the event stream), the content type
 //! of any answer, and the problem+json body of an error answer.
-
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame};
 
 use virtgate_proto::{Problem, PROBLEM_CONTENT_TYPE};
 
 use super::Session;
 use crate::error::Error;
 
-/// The body of an answer, read from h2: each chunk's window goes back as it is read (an
-/// answer is read whole, or passed on by the shared connection's proxy as it comes).
-pub struct RecvBody {
-    /// h2's stream of DATA frames.
-    recv: h2::RecvStream,
-    /// DATA ended; trailers (if any) are next.
-    data_done: bool,
-}
-
-impl RecvBody {
-    pub(super) fn new(recv: h2::RecvStream) -> RecvBody {
-        RecvBody {
-            recv,
-            data_done: false,
-        }
-    }
-}
-
-impl Body for RecvBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let me = self.get_mut();
-        if !me.data_done {
-            match ready!(me.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    // fails only when the stream is gone, and then nothing is owed
-                    let _ = me.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => me.data_done = true,
-            }
-        }
-        match ready!(me.recv.poll_trailers(cx)) {
-            Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-}
+pub use virtgate_tunnel::RecvBody;
 
 /// The body of a streamed answer ([`Session::get_stream`]), read chunk by chunk.
 pub struct BodyStream {

@@ -4,8 +4,8 @@
 //! stamping each with that role. Lifecycle actions on a domain go to [`super::lifecycle`];
 //! `screenshot` answers `image/png`; unknown actions are 404.
 
+use crate::api::ReqBody;
 use http::{header, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 use serde::Serialize;
 use virtgate_proto::DomainList;
 
@@ -67,7 +67,7 @@ pub async fn info(state: &State, id: &Identity, name: &str) -> Result<Response<B
 pub async fn action(
     state: &State,
     id: &Identity,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     name: &str,
     action: &str,
 ) -> Result<Response<Body>, ApiError> {

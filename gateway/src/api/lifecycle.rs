@@ -16,10 +16,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::api::ReqBody;
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
 use virtgate_proto::{Action as Op, ActionResult, DomainState, Outcome, ShutdownRequest};
 
 use super::error::{self, ApiError};
@@ -39,7 +39,7 @@ const MAX_BODY: usize = 4096;
 pub async fn handle(
     state: &State,
     id: &Identity,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     name: &str,
     op: Op,
 ) -> Result<Response<Body>, ApiError> {
@@ -156,8 +156,8 @@ fn elapsed_ms(since: Instant) -> u64 {
 }
 
 /// Read and parse the body of a shutdown.
-async fn read_shutdown_request(req: &mut Request<Incoming>) -> Result<ShutdownRequest, ApiError> {
-    let body = Limited::new(req.body_mut(), MAX_BODY)
+async fn read_shutdown_request(req: &mut Request<ReqBody>) -> Result<ShutdownRequest, ApiError> {
+    let body = Limited::new(std::mem::take(req.body_mut()), MAX_BODY)
         .collect()
         .await
         .map_err(|e| {

@@ -2,14 +2,14 @@
 //! plaintext byte stream (under TLS, above the socket) that [`super::serve_connection`] asks
 //! through [`Liveness`].
 //!
-//! - Dead: hyper sends an HTTP/2 PING after `limits.keepalive_interval_s` without a frame;
+//! - Dead: the gateway sends an HTTP/2 PING after `limits.keepalive_interval_s` without a frame;
 //!   a live client answers within a round trip, so it is never silent for longer than the
 //!   interval plus `limits.keepalive_timeout_s`. Once nothing has been read for that long,
 //!   [`Liveness::dead`] resolves and the connection is dropped: every stream on it fails
-//!   at once (broken pipe), so every tunnel ends, and the socket is closed. (hyper's own
-//!   give-up, a GOAWAY, would hand the tunnels an end of stream instead, which a backend
-//!   that does not read never notices, and cannot get out to a frozen client whose socket
-//!   buffers are full.) Only HTTP/2 clients are pinged: the watch looks at the first 24
+//!   at once (broken pipe), so every tunnel ends, and the socket is closed. (A GOAWAY would
+//!   hand the tunnels an end of stream instead, which a backend that does not read never
+//!   notices, and cannot get out to a frozen client whose socket buffers are full.) Only
+//!   HTTP/2 clients are pinged: the watch looks at the first 24
 //!   bytes for the client preface and at nothing else.
 //! - Idle: `limits.idle_timeout_s` closes (GOAWAY) a connection that has had nothing going
 //!   on for that long. What goes on is counted where it is known, not read off the wire:
@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-/// What an HTTP/2 client sends first (RFC 9113 §3.4).
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use super::sniff::PREFACE;
 
 /// What the watch and the request handlers know about one connection, shared with whoever
 /// waits on it.
@@ -129,7 +128,7 @@ impl Liveness {
 /// The connection's byte stream, watched: when bytes arrive, and whether it starts with the
 /// HTTP/2 preface. Writes pass untouched.
 pub struct Watched<IO> {
-    /// The stream hyper serves.
+    /// The stream h2 or hyper serves.
     inner: IO,
     /// Shared with [`super::serve_connection`].
     shared: Arc<Liveness>,

@@ -11,17 +11,17 @@
 //!
 //! Order matters for good errors: authorize, then connect to the backend socket, and only
 //! then answer 200. A client therefore sees a problem+json (404/403/503 with a hint) instead
-//! of a tunnel that opens and dies. After the 200, hyper hands over the stream
-//! (`hyper::upgrade::on`) and [`copy::both_ways`] splices it to the backend, propagating
-//! half-closes both ways (END_STREAM <-> `shutdown(Write)`). Each tunnel runs in its own task
+//! of a tunnel that opens and dies. After the 200, the stream arrives ([`upgrade::on`]) and is
+//! spliced to the backend — an HTTP/2 [`virtgate_tunnel::Tunnel`] by its own `splice` (no
+//! copy, window returned as the backend takes the bytes), an HTTP/1.1 upgrade by
+//! [`copy::both_ways`] — propagating half-closes both ways (END_STREAM <-> `shutdown(Write)`). Each tunnel runs in its own task
 //! with a `tunnel` span (id, domain, kind); its close is logged with the byte counts.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::api::ReqBody;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tracing::Instrument as _;
 use virtgate_proto::{ConsoleKind, Problem, TunnelKind};
@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use super::copy;
 use super::descriptors::{self, Parked, TunnelFds};
 use super::error::{self, ApiError};
+use super::upgrade::{self, Upgraded};
 use super::{authorize, Body, ConnCtx, Held, State};
 use crate::authn::Identity;
 use crate::authz::Action;
@@ -45,7 +46,7 @@ pub async fn open(
     state: &State,
     id: &Identity,
     conn: &ConnCtx,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     name: &str,
     kind: TunnelKind,
 ) -> Result<Response<Body>, ApiError> {
@@ -122,7 +123,7 @@ pub async fn open_libvirt(
     state: &Arc<State>,
     id: &Identity,
     conn: &ConnCtx,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     read_only: bool,
 ) -> Result<Response<Body>, ApiError> {
     authorize(state, id, None, libvirt_action(read_only))?;
@@ -185,7 +186,7 @@ pub async fn open_descriptor(
     state: &Arc<State>,
     id: &Identity,
     conn: &ConnCtx,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     read_only: bool,
     fd: Option<u64>,
 ) -> Result<Response<Body>, ApiError> {
@@ -258,38 +259,41 @@ pub async fn open_descriptor(
     }
 }
 
-/// Answer 200 and, once hyper hands over the stream, copy both ways between it and
-/// `backend` in a tracked task (until either side closes or the gateway stops hard).
+/// Answer 200 and, once the stream arrives, carry bytes both ways between it and `backend`
+/// in a tracked task (until either side closes or the gateway stops hard).
 fn splice(
     state: &State,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     backend: BoxedStream,
     span: tracing::Span,
     guard: Held,
     kind: TunnelKind,
 ) -> Response<Body> {
     run_tunnel(state, req, span, guard, kind, move |client| async move {
-        copy::both_ways(client, backend).await
+        match client {
+            Upgraded::H2(tunnel) => tunnel.splice(backend).await,
+            Upgraded::Http1(io) => copy::both_ways(io, backend).await,
+        }
     })
 }
 
-/// Answer 200 and, once hyper hands over the stream, run `carry` on it in a tracked task
+/// Answer 200 and, once the stream arrives ([`upgrade::on`]), run `carry` on it in a tracked task
 /// (until it returns the bytes carried up and down, the gateway stops hard, or a reload
 /// takes the right back: `guard`). The caller may change the response (a WebSocket
 /// answers 101 on HTTP/1.1).
 pub(crate) fn run_tunnel<F, Fut>(
     state: &State,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     span: tracing::Span,
     guard: Held,
     kind: TunnelKind,
     carry: F,
 ) -> Response<Body>
 where
-    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    F: FnOnce(Upgraded) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = std::io::Result<(u64, u64)>> + Send,
 {
-    let on_upgrade = hyper::upgrade::on(req);
+    let on_upgrade = upgrade::on(req);
     let metrics = state.metrics.clone();
     let force = state.shutdown.force.clone();
     state.tracker.spawn(
@@ -307,7 +311,7 @@ where
             let _open = metrics.tunnel_open(kind.as_str());
             tracing::info!("tunnel opened");
             let copied = tokio::select! {
-                r = carry(TokioIo::new(upgraded)) => r,
+                r = carry(upgraded) => r,
                 _ = force.cancelled() => {
                     tracing::info!("tunnel closed: gateway stops");
                     return;

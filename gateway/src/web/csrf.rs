@@ -12,10 +12,10 @@
 
 use std::sync::OnceLock;
 
+use crate::api::ReqBody;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::{header, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 use ring::hmac;
 use ring::rand::SystemRandom;
 use virtgate_proto::{AuthMethod, Problem, WebSession};
@@ -67,7 +67,7 @@ impl Key {
 }
 
 /// What a request's CSRF token is made from: its session, or its other identity.
-pub fn csrf_subject(id: &Identity, req: &Request<Incoming>) -> String {
+pub fn csrf_subject(id: &Identity, req: &Request<ReqBody>) -> String {
     match req.extensions().get::<Via>() {
         Some(Via(sid)) => sid.clone(),
         None => match id.method {
@@ -86,7 +86,7 @@ pub fn refused(detail: String, hint: &str) -> ApiError {
 }
 
 /// Whether a request asks for a WebSocket (HTTP/1.1 Upgrade or RFC 8441 CONNECT).
-fn is_websocket(req: &Request<Incoming>) -> bool {
+fn is_websocket(req: &Request<ReqBody>) -> bool {
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -100,7 +100,7 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
 }
 
 /// `https://` + the request's :authority (HTTP/2) or Host (HTTP/1.1).
-pub fn own_origin(req: &Request<Incoming>) -> Option<String> {
+pub fn own_origin(req: &Request<ReqBody>) -> Option<String> {
     let host = match req.uri().authority() {
         Some(a) => a.as_str().to_owned(),
         None => req.headers().get(header::HOST)?.to_str().ok()?.to_owned(),
@@ -109,7 +109,7 @@ pub fn own_origin(req: &Request<Incoming>) -> Option<String> {
 }
 
 /// The CSRF rule for every request (see the module doc); safe methods pass.
-pub fn check_unsafe(state: &State, id: &Identity, req: &Request<Incoming>) -> Result<(), ApiError> {
+pub fn check_unsafe(state: &State, id: &Identity, req: &Request<ReqBody>) -> Result<(), ApiError> {
     let websocket = is_websocket(req);
     if req.method() != Method::POST && !websocket {
         return Ok(());
@@ -168,7 +168,7 @@ pub(super) fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
 pub async fn session_info(
     state: &State,
     id: &Identity,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
 ) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(error::method_not_allowed(

@@ -20,8 +20,8 @@ pub mod session;
 
 use std::sync::Arc;
 
+use crate::api::ReqBody;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::api::error::{self, ApiError};
 use crate::api::{Body, State};
@@ -58,7 +58,7 @@ pub fn secure<B>(resp: &mut Response<B>) {
 pub async fn route(
     state: &Arc<State>,
     id: &Identity,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();

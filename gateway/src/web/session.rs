@@ -22,10 +22,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::api::ReqBody;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use virtgate_proto::{Problem, WebTicket};
@@ -275,7 +275,7 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
 pub async fn identity(
     state: &State,
     auth: &ConnAuth,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
 ) -> Result<(Arc<Identity>, Option<HeaderValue>), ApiError> {
     if let Some(id) = auth.bound() {
         return Ok((id, None));
@@ -312,7 +312,7 @@ fn session_unknown() -> ApiError {
         .into()
 }
 
-fn post_only(req: &Request<Incoming>, hint: &str) -> Result<(), ApiError> {
+fn post_only(req: &Request<ReqBody>, hint: &str) -> Result<(), ApiError> {
     if req.method() == Method::POST {
         Ok(())
     } else {
@@ -331,7 +331,7 @@ pub async fn ticket(
     state: &State,
     id: &Identity,
     conn: &ConnCtx,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
 ) -> Result<Response<Body>, ApiError> {
     post_only(req, "use POST (`virtgate web`)")?;
     if req.extensions().get::<Via>().is_some() {
@@ -406,7 +406,7 @@ fn redirect(to: &str, cookie: Option<String>) -> Response<Body> {
 
 /// `GET /ui/login?ticket=T&next=/ui/...`: trade a ticket for a session cookie, 303 to
 /// `next`. Needs no identity (the ticket is it).
-pub fn login(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub fn login(state: &State, req: &Request<ReqBody>) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::GET {
         return Err(error::method_not_allowed(
             req.method(),
@@ -451,7 +451,7 @@ const MAX_FORM: usize = 4096;
 pub async fn logout(
     state: &State,
     id: &Identity,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
 ) -> Result<Response<Body>, ApiError> {
     use http_body_util::{BodyExt as _, Limited};
     post_only(req, "log out with the page's button")?;
@@ -465,7 +465,7 @@ pub async fn logout(
     {
         Some(t) => Some(t.to_owned()),
         None => {
-            let body = Limited::new(req.body_mut(), MAX_FORM)
+            let body = Limited::new(std::mem::take(req.body_mut()), MAX_FORM)
                 .collect()
                 .await
                 .map_err(|e| bad_logout(&format!("cannot read the form: {e}")))?

@@ -27,11 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::ReqBody;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -73,7 +72,7 @@ pub enum Handshake {
 }
 
 /// Whether `req` asks for a WebSocket (then [`open`] answers it, whatever its path).
-pub fn requested(req: &Request<Incoming>) -> Option<Handshake> {
+pub fn requested(req: &Request<ReqBody>) -> Option<Handshake> {
     if req.method() == Method::CONNECT {
         return match req.extensions().get::<hyper::ext::Protocol>() {
             Some(p) if p.as_str().eq_ignore_ascii_case(PROTOCOL) => Some(Handshake::Http2),
@@ -103,7 +102,7 @@ pub async fn open(
     state: &Arc<State>,
     id: &Identity,
     conn: &ConnCtx,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     path: ApiPath,
     handshake: Handshake,
 ) -> Result<Response<Body>, ApiError> {
@@ -152,7 +151,7 @@ pub async fn open(
 /// header a problem does not carry: that refusal is the inner `Err`, a whole response.
 #[allow(clippy::type_complexity)]
 fn check_handshake(
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     handshake: &Handshake,
 ) -> Result<Result<Option<HeaderValue>, Box<Response<Body>>>, ApiError> {
     let version = req.headers().get(header::SEC_WEBSOCKET_VERSION);
@@ -193,7 +192,7 @@ fn check_handshake(
 /// Absent `Origin`: fine (not a browser). Present: it must be `https://` + the request's
 /// Host (HTTP/1.1) or `:authority` (HTTP/2); the default port is the same origin with or
 /// without `:443`.
-fn check_origin(req: &Request<Incoming>) -> Result<(), ApiError> {
+fn check_origin(req: &Request<ReqBody>) -> Result<(), ApiError> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(());
     };
@@ -245,7 +244,7 @@ fn offers_binary(h: &HeaderMap) -> bool {
 /// closes or leaves (then the console is dropped), or the console ends (then a close frame,
 /// and the browser's reply awaited): the bytes carried up (to the console) and down.
 async fn relay(
-    client: TokioIo<hyper::upgrade::Upgraded>,
+    client: crate::api::upgrade::Upgraded,
     backend: BoxedStream,
 ) -> std::io::Result<(u64, u64)> {
     let config = WebSocketConfig::default()

@@ -1,19 +1,20 @@
 //! A byte tunnel: one HTTP/2 stream opened by extended CONNECT, driven on `h2` directly.
 //!
-//! hyper's upgraded stream hides what [`flow`](super::flow) needs: it returns a stream's
+//! hyper's upgraded stream hides what [`flow`](crate::flow) needs: it returns a stream's
 //! window as soon as the bytes are copied out, and it sends through a channel to a task of
 //! its own (one more copy and wake-up per write). A [`Tunnel`] holds h2's two halves
 //! itself:
 //!
 //! - receiving, the window of a chunk goes back only once the chunk is consumed — written
 //!   to the local socket by [`Tunnel::splice`], or copied out by [`AsyncRead`] — and a bulk
-//!   tunnel keeps some back while an interactive one is busy ([`super::flow::Flow`]);
+//!   tunnel keeps some back while an interactive one is busy ([`crate::flow::Flow`]);
 //! - sending, a chunk is handed to h2 as it is (`Bytes`, no copy in [`Tunnel::splice`]),
 //!   and only as far as the window and the flow policy allow, so bulk data waits in its own
 //!   queue instead of in front of other streams.
 //!
-//! Half-close passes through (`shutdown` ends the stream; the gateway's end of stream is an
-//! end of file), and a reset stream is an I/O error, as with hyper.
+//! Half-close passes through (`shutdown` ends the stream; the peer's end of stream is an
+//! end of file), and a reset stream is an I/O error, as with hyper. The same type serves
+//! both ends: the client's tunnels (`h2::client`) and the gateway's (`h2::server`).
 
 use std::future::Future;
 use std::io;
@@ -27,7 +28,7 @@ use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
-use super::flow::{Flow, Meter, INTERACTIVE_HOLD};
+use crate::flow::{Flow, Meter, INTERACTIVE_HOLD};
 
 /// Most bytes read from the local socket at once (one HTTP/2 send, several frames).
 const READ_CHUNK: usize = virtgate_proto::tuning::SPLICE_BUFFER;
@@ -55,8 +56,8 @@ struct TunnelReader {
 struct TunnelWriter {
     /// h2's sending half.
     send: SendStream<Bytes>,
-    /// The most window capacity ever seen free: the gateway's stream window (read from h2,
-    /// not assumed, so an older gateway's smaller window is measured right). What is in
+    /// The most window capacity ever seen free: the peer's stream window (read from h2,
+    /// not assumed, so an older peer's smaller window is measured right). What is in
     /// flight is this minus the capacity free now.
     window: u64,
     /// What is asked of h2 before a send: all the window it may give.
@@ -98,15 +99,20 @@ fn io_error(e: h2::Error) -> Option<io::Error> {
             e.into_io()
                 .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error")),
         ),
+        // neither from the peer nor from the wire: h2 refusing a send on a stream that is
+        // gone ("inactive stream": its connection ended meanwhile)
+        None if !e.is_go_away() && !e.is_reset() && !e.is_remote() => {
+            Some(io::Error::new(io::ErrorKind::BrokenPipe, e))
+        }
         _ => Some(io::Error::other(e)),
     }
 }
 
 impl Tunnel {
     /// Wrap h2's halves of an opened stream; `ask` is the most window to ask h2 for at once
-    /// (its send buffer per stream, at least the gateway's stream window), `recv_window`
+    /// (its send buffer per stream, at least the peer's stream window), `recv_window`
     /// this end's stream window.
-    pub(super) fn new(
+    pub fn new(
         send: SendStream<Bytes>,
         recv: RecvStream,
         flow: Arc<Flow>,
@@ -177,7 +183,7 @@ impl Tunnel {
 }
 
 impl TunnelReader {
-    /// The next chunk the gateway sent (`None`: it ended the stream). Its window comes back
+    /// The next chunk the peer sent (`None`: it ended the stream). Its window comes back
     /// with [`TunnelReader::consumed`].
     async fn chunk(&mut self) -> io::Result<Option<Bytes>> {
         std::future::poll_fn(|cx| self.poll_chunk(cx)).await
@@ -221,12 +227,7 @@ impl TunnelWriter {
             match self.send.poll_reset(cx) {
                 Poll::Ready(Ok(reason)) => {
                     return Poll::Ready(Err(io_error(h2::Error::from(reason)).unwrap_or_else(
-                        || {
-                            io::Error::new(
-                                io::ErrorKind::BrokenPipe,
-                                "the gateway ended the stream",
-                            )
-                        },
+                        || io::Error::new(io::ErrorKind::BrokenPipe, "the peer ended the stream"),
                     )))
                 }
                 Poll::Ready(Err(e)) => {
@@ -294,7 +295,7 @@ impl TunnelWriter {
         Ok(())
     }
 
-    /// End the stream (half-close): the gateway's side reads an end of file.
+    /// End the stream (half-close): the peer's side reads an end of file.
     fn finish(&mut self) -> io::Result<()> {
         if !self.finished {
             self.finished = true;
@@ -303,6 +304,17 @@ impl TunnelWriter {
                 .map_err(|e| io_error(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()))?;
         }
         Ok(())
+    }
+}
+
+impl Drop for TunnelWriter {
+    /// A tunnel dropped without `shutdown` (a WebSocket codec never shuts its stream down)
+    /// still ends its stream after what it sent, like hyper's upgraded streams: h2 would
+    /// otherwise reset the stream and drop what is still queued (a WebSocket's close frame).
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.send.send_data(Bytes::new(), true);
+        }
     }
 }
 

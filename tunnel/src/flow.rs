@@ -15,17 +15,21 @@
 //! tunnel (other than the one that marked it) keeps less of its window in flight:
 //!
 //! - receiving ([`Flow::to_release`]): it returns the window of what it consumed only
-//!   beyond [`hold_back`] (5/8 of its window), so the gateway may send at most 3/8 of the
+//!   beyond [`hold_back`] (5/8 of its window), so the peer may send at most 3/8 of the
 //!   window ahead of the interactive frames;
 //! - sending ([`Flow::may_send`]): it sends only while less than [`SEND_IN_FLIGHT`] of its
-//!   window is unacknowledged (the gateway returns window when it has read the bytes).
+//!   window is unacknowledged (the peer returns window as its side consumes the bytes).
 //!
 //! Nothing changes on a connection without interactive traffic, so a lone bulk stream
 //! keeps its full speed. The price is paid only while someone types: fewer bytes in flight
 //! means a window round trip per fewer bytes, and on a CPU-bound host the bulk tunnel then
-//! moves ~2/3 of its solo rate (measured with the 256 KiB window: see [`hold_back`]). The gateway (hyper) releases window as soon as it reads a tunnel's
-//! bytes, which is why the sending side cannot go below a third of the window: the gateway
-//! announces window only once half of what the peer still holds is free again.
+//! moves ~2/3 of its solo rate (measured with the 256 KiB window: see [`hold_back`]). The
+//! sending side cannot go below a third of the window: h2 announces window only once half
+//! of what the peer may send is free again.
+//!
+//! Both ends run the policy: the client for what it sends up and receives down, the
+//! gateway likewise for its side of every tunnel (so bulk up is held back where it is
+//! received, on the gateway, and bulk down where it is sent).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -151,7 +155,7 @@ impl Flow {
         if !self.throttled(m, at) {
             return capacity;
         }
-        // below a third of the window the gateway might never announce window: h2 sends a
+        // below a third of the window the peer might never announce window: h2 sends a
         // WINDOW_UPDATE once what it may return is half of what the peer still holds
         let allowed = SEND_IN_FLIGHT.max(window / 3 + (8 << 10));
         let in_flight = window.saturating_sub(capacity);
