@@ -12,24 +12,21 @@
 //! counts the bytes it moves per [`EPOCH`] and is *bulk* while it moved more than
 //! [`BULK_BYTES`] in the current or the last epoch. A tunnel that is not bulk and moves
 //! bytes marks the connection *interactive* for [`INTERACTIVE_HOLD`]. While it is, a bulk
-//! tunnel (other than the one that marked it) keeps less of its window in flight:
+//! tunnel (other than the one that marked it) returns the window of what it received and
+//! consumed only beyond [`hold_back`] (5/8 of its window, [`Flow::to_release`]), so its
+//! sender may have at most 3/8 of the window on its way ahead of the interactive frames.
 //!
-//! - receiving ([`Flow::to_release`]): it returns the window of what it consumed only
-//!   beyond [`hold_back`] (5/8 of its window), so the peer may send at most 3/8 of the
-//!   window ahead of the interactive frames;
-//! - sending ([`Flow::may_send`]): it sends only while less than [`SEND_IN_FLIGHT`] of its
-//!   window is unacknowledged (the peer returns window as its side consumes the bytes).
+//! The receiver decides, at both ends: the gateway for bulk up, the client for bulk down.
+//! Senders send what the window allows. (Throttling the sender as well was tried: with
+//! the receiver keeping 5/8 back and the sender keeping under a third in flight, neither
+//! ever moves and the bulk tunnel stalls at a few MB/s — the benchmark fails on that.)
 //!
 //! Nothing changes on a connection without interactive traffic, so a lone bulk stream
 //! keeps its full speed. The price is paid only while someone types: fewer bytes in flight
 //! means a window round trip per fewer bytes, and on a CPU-bound host the bulk tunnel then
-//! moves ~2/3 of its solo rate (measured with the 256 KiB window: see [`hold_back`]). The
-//! sending side cannot go below a third of the window: h2 announces window only once half
+//! moves ~2/3 of its solo rate (measured with the 256 KiB window: see [`hold_back`]). Less
+//! than a third of the window in flight would not work: h2 announces window only once half
 //! of what the peer may send is free again.
-//!
-//! Both ends run the policy: the client for what it sends up and receives down, the
-//! gateway likewise for its side of every tunnel (so bulk up is held back where it is
-//! received, on the gateway, and bulk down where it is sent).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -55,11 +52,6 @@ pub const INTERACTIVE_HOLD: Duration = Duration::from_millis(250);
 pub fn hold_back(window: u64) -> u64 {
     window / 8 * 5
 }
-
-/// Unacknowledged bytes a sending bulk tunnel may have while the connection is interactive
-/// (never below a third of the window plus 8 KiB: see [`Flow::may_send`]). Measured like
-/// [`hold_back`], bulk up: nothing held 1.9–2.5 ms p99; 112 KiB, 1.1–1.25 ms at 66–74 %.
-pub const SEND_IN_FLIGHT: u64 = 112 << 10;
 
 /// The connection's shared state: until when it counts as interactive, and which tunnel
 /// made it so.
@@ -148,19 +140,6 @@ impl Flow {
             debt
         }
     }
-
-    /// Sending: how many of `capacity` window bytes `m` may use now, when the peer's window
-    /// for the stream is `window` (so `window - capacity` are unacknowledged).
-    pub fn may_send(&self, m: &Meter, capacity: u64, window: u64, at: Instant) -> u64 {
-        if !self.throttled(m, at) {
-            return capacity;
-        }
-        // below a third of the window the peer might never announce window: h2 sends a
-        // WINDOW_UPDATE once what it may return is half of what the peer still holds
-        let allowed = SEND_IN_FLIGHT.max(window / 3 + (8 << 10));
-        let in_flight = window.saturating_sub(capacity);
-        allowed.saturating_sub(in_flight).min(capacity)
-    }
 }
 
 impl Meter {
@@ -198,7 +177,6 @@ mod tests {
         bulk(&flow, &mut b, t);
         assert!(!flow.throttled(&b, t));
         assert_eq!(flow.to_release(&b, 300 << 10, W, t), 300 << 10);
-        assert_eq!(flow.may_send(&b, 256 << 10, 256 << 10, t), 256 << 10);
     }
 
     #[test]
@@ -218,15 +196,6 @@ mod tests {
             flow.to_release(&b, (640 << 10) + 1, 1 << 20, t),
             1,
             "scaled to the window"
-        );
-        // sending: at most SEND_IN_FLIGHT unacknowledged
-        let w = 256 << 10;
-        assert_eq!(flow.may_send(&b, w, w, t), SEND_IN_FLIGHT);
-        assert_eq!(flow.may_send(&b, w - SEND_IN_FLIGHT, w, t), 0);
-        assert_eq!(
-            flow.may_send(&b, 10, 20, t),
-            10,
-            "never more than the capacity"
         );
         // once the interactive stream has been quiet long enough, all goes back
         let later = t + INTERACTIVE_HOLD + Duration::from_millis(1);

@@ -9,14 +9,13 @@
 //!   to the local socket by [`Tunnel::splice`], or copied out by [`AsyncRead`] — and a bulk
 //!   tunnel keeps some back while an interactive one is busy ([`crate::flow::Flow`]);
 //! - sending, a chunk is handed to h2 as it is (`Bytes`, no copy in [`Tunnel::splice`]),
-//!   and only as far as the window and the flow policy allow, so bulk data waits in its own
-//!   queue instead of in front of other streams.
+//!   and only as far as the window allows, so bulk data waits in its own queue instead of
+//!   in front of other streams (the receiver's flow policy decides how far that is).
 //!
 //! Half-close passes through (`shutdown` ends the stream; the peer's end of stream is an
 //! end of file), and a reset stream is an I/O error, as with hyper. The same type serves
 //! both ends: the client's tunnels (`h2::client`) and the gateway's (`h2::server`).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,9 +25,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Sleep;
 
-use crate::flow::{Flow, Meter, INTERACTIVE_HOLD};
+use crate::flow::{Flow, Meter};
 
 /// Most bytes read from the local socket at once (one HTTP/2 send, several frames).
 const READ_CHUNK: usize = virtgate_proto::tuning::SPLICE_BUFFER;
@@ -56,18 +54,12 @@ struct TunnelReader {
 struct TunnelWriter {
     /// h2's sending half.
     send: SendStream<Bytes>,
-    /// The most window capacity ever seen free: the peer's stream window (read from h2,
-    /// not assumed, so an older peer's smaller window is measured right). What is in
-    /// flight is this minus the capacity free now.
-    window: u64,
-    /// What is asked of h2 before a send: all the window it may give.
+    /// Most window asked of h2 for one send (h2's send buffer per stream).
     ask: usize,
     /// The connection's flow state.
     flow: Arc<Flow>,
     /// This tunnel's send meter.
     meter: Meter,
-    /// Wakes a sender the flow policy stopped, should no window update come first.
-    retry: Option<Pin<Box<Sleep>>>,
     /// End of stream sent.
     finished: bool,
 }
@@ -131,11 +123,9 @@ impl Tunnel {
             },
             writer: TunnelWriter {
                 send,
-                window: 0,
                 ask,
                 flow,
                 meter,
-                retry: None,
                 finished: false,
             },
         }
@@ -221,7 +211,7 @@ impl TunnelReader {
 }
 
 impl TunnelWriter {
-    /// Wait until the window and the flow policy let up to `want` bytes go.
+    /// Wait until the window lets up to `want` bytes go.
     fn poll_room(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         loop {
             match self.send.poll_reset(cx) {
@@ -237,26 +227,11 @@ impl TunnelWriter {
                 }
                 Poll::Pending => {}
             }
-            let now = Instant::now();
-            // ask for all the window there is, to see how much of it is in flight (what is
-            // not used goes back to the connection after the send: `put`)
-            self.send.reserve_capacity(self.ask);
-            let capacity = self.send.capacity() as u64;
-            self.window = self.window.max(capacity);
-            let room = self.flow.may_send(&self.meter, capacity, self.window, now);
-            if room > 0 {
-                self.retry = None;
-                return Poll::Ready(Ok((room as usize).min(want)));
-            }
+            // what is not used goes back to the connection after the send (`put`)
+            self.send.reserve_capacity(want.min(self.ask));
+            let capacity = self.send.capacity();
             if capacity > 0 {
-                // the policy holds it back: a window update wakes it, or the time it waits
-                let retry = self
-                    .retry
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(INTERACTIVE_HOLD)));
-                if retry.as_mut().poll(cx).is_ready() {
-                    self.retry = None;
-                    continue;
-                }
+                return Poll::Ready(Ok(capacity.min(want)));
             }
             match ready!(self.send.poll_capacity(cx)) {
                 Some(Ok(_)) => continue,
@@ -286,7 +261,7 @@ impl TunnelWriter {
         sent
     }
 
-    /// Send all of `data`, as the window and the flow policy let it go.
+    /// Send all of `data`, as the window lets it go.
     async fn send(&mut self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() {
             let n = std::future::poll_fn(|cx| self.poll_room(cx, data.len())).await?;
