@@ -8,9 +8,12 @@
 //! - receiving, the window of a chunk goes back only once the chunk is consumed — written
 //!   to the local socket by [`Tunnel::splice`], or copied out by [`AsyncRead`] — and a bulk
 //!   tunnel keeps some back while an interactive one is busy ([`crate::flow::Flow`]);
-//! - sending, a chunk is handed to h2 as it is (`Bytes`, no copy in [`Tunnel::splice`]),
-//!   and only as far as the window allows, so bulk data waits in its own queue instead of
-//!   in front of other streams (the receiver's flow policy decides how far that is).
+//! - sending, a chunk is handed to h2 as it is (`Bytes`, no copy in [`Tunnel::splice`])
+//!   once the stream has window: h2 sends it frame by frame as the window opens (each
+//!   stream in turn, so it is never in front of another stream's frames) and gives the
+//!   tunnel room for the next chunk only once it is out. Handing over only what the window
+//!   allowed at the time cost a wake-up per window update: 1,000 bulk tunnels on one
+//!   connection moved 0.71× of one tunnel that way, 0.86× now (hyper: 0.87×).
 //!
 //! Half-close passes through (`shutdown` ends the stream; the peer's end of stream is an
 //! end of file), and a reset stream is an I/O error, as with hyper. The same type serves
@@ -231,7 +234,9 @@ impl TunnelWriter {
             self.send.reserve_capacity(want.min(self.ask));
             let capacity = self.send.capacity();
             if capacity > 0 {
-                return Poll::Ready(Ok(capacity.min(want)));
+                // the whole chunk: h2 sends it as the window opens, and asks no more of us
+                // until it is out (its capacity counts what it holds)
+                return Poll::Ready(Ok(want.min(self.ask)));
             }
             match ready!(self.send.poll_capacity(cx)) {
                 Some(Ok(_)) => continue,
