@@ -1,6 +1,6 @@
 //! Stopping: SIGTERM/SIGINT begin a graceful stop; a second signal cuts the drain short.
 //!
-//! A graceful stop closes the listeners, sends HTTP/2 GOAWAY (hyper's graceful shutdown) so
+//! A graceful stop closes the listeners, sends HTTP/2 GOAWAY (h2's graceful shutdown) so
 //! clients open no new streams, lets open calls and tunnels finish for up to
 //! `limits.drain_timeout_s`, then stops the supervised QEMUs whose `stop_on_exit` is on
 //! (default `backend.stop_domains_on_exit`, off: the others keep running, and the next

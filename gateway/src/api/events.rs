@@ -4,7 +4,7 @@
 //! domain, so no rule on `*` is needed); the decision is audited as action `events`. It
 //! starts with one `initial: true` line per domain the identity may view, then carries the
 //! [`Hub`](crate::events::Hub)'s events for those domains as they happen. The body is a
-//! stream that hyper polls: when the client goes away hyper drops it, which unsubscribes
+//! stream that the connection pumps: when the client goes away it is dropped, which unsubscribes
 //! (and the poller stops with its last subscriber). A subscriber that lags skips what it
 //! missed and goes on; the stream ends when the gateway begins to stop, so the drain does
 //! not wait for it.

@@ -16,7 +16,8 @@
 //! (HTTP/2, no key), with `Sec-WebSocket-Protocol: binary` when the browser offers it
 //! (noVNC does).
 //!
-//! Framing is tokio-tungstenite's over hyper's upgraded stream. Browser → console: binary
+//! Framing is tokio-tungstenite's over the answered stream ([`crate::api::upgrade`]: an
+//! HTTP/2 tunnel, or hyper's upgraded HTTP/1.1 connection). Browser → console: binary
 //! and text messages (xterm.js sends text) become bytes; console → browser: what one read
 //! of up to [`READ_BUFFER`] returns becomes one binary message. tungstenite answers pings
 //! and close frames; the console's end of file becomes a close frame (1000), after which
@@ -97,7 +98,7 @@ fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
 }
 
 /// Answer a WebSocket request for `path`: check the handshake and the origin, open the
-/// console like a tunnel, and relay it in frames once hyper hands over the stream.
+/// console like a tunnel, and relay it in frames once the stream arrives.
 pub async fn open(
     state: &Arc<State>,
     id: &Identity,
