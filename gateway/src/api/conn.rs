@@ -214,7 +214,10 @@ where
         _ = graceful.cancelled() => return Ok(()),
     };
     if h2 {
-        return Ok(h2conn::serve(io, service, settings, graceful, live).await?);
+        let mut io = io;
+        let served = h2conn::serve(&mut io, service, settings, graceful, live).await;
+        linger(&mut io).await;
+        return Ok(served?);
     }
     // hyper runs nothing in tasks of its own on HTTP/1.1: the span stays
     let span = tracing::Span::current();
@@ -238,6 +241,29 @@ where
         _ = graceful.cancelled() => conn.as_mut().graceful_shutdown(),
     }
     Ok(conn.await?)
+}
+
+/// How long [`linger`] waits for the client to close its side.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// After h2 ended the connection (its GOAWAY and TLS close_notify are out), read what the
+/// client still sends until it closes too, for up to [`LINGER`]: a socket closed with
+/// bytes unread is reset by the kernel, and a client whose last write (its own
+/// close_notify) crossed the close would see a broken pipe instead of the gateway's
+/// orderly close (and say "lost the connection" rather than "the gateway closed it").
+async fn linger<IO: AsyncRead + Unpin>(io: &mut IO) {
+    use tokio::io::AsyncReadExt as _;
+    let drain = async {
+        let mut buf = [0u8; 1024];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Resolves once a refused connection has been told why (its first answer), or has had

@@ -61,16 +61,17 @@ impl Settings {
 }
 
 /// Serve the HTTP/2 connection `io` (its preface not read yet) until the client leaves,
-/// or `graceful` fires and the open streams are done (GOAWAY first).
+/// or `graceful` fires and the open streams are done (GOAWAY first). `io` is borrowed: the
+/// caller lingers on it after h2 is done.
 pub(super) async fn serve<IO>(
-    io: IO,
+    io: &mut IO,
     service: Arc<Service>,
     settings: Settings,
     graceful: CancellationToken,
     live: Arc<Liveness>,
 ) -> Result<(), h2::Error>
 where
-    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    IO: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let mut builder = h2::server::Builder::new();
     builder
