@@ -62,11 +62,7 @@ const MAX_BODY: usize = 16 << 20;
 /// (see `virtgate_proto::tuning`).
 use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME};
 
-/// h2's send buffer per stream: the most window a tunnel asks for at once, at least any
-/// stream window a gateway uses (`virtgate_proto::tuning`).
-fn send_buffer(stream_window: u32) -> usize {
-    stream_window.max(virtgate_proto::tuning::RELAYED_STREAM_WINDOW) as usize
-}
+use virtgate_tunnel::stream::send_buffer;
 
 /// How long to wait for the connection task's verdict after a request failed.
 const VERDICT_WAIT: Duration = Duration::from_secs(2);

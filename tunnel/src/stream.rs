@@ -34,6 +34,14 @@ use crate::flow::{Flow, Meter};
 /// Most bytes read from the local socket at once (one HTTP/2 send, several frames).
 const READ_CHUNK: usize = virtgate_proto::tuning::SPLICE_BUFFER;
 
+/// What a tunnel asks h2 for at once, and h2's send buffer per stream, on a connection
+/// whose receive window per stream is `stream_window`: at least any peer's stream window
+/// (h2 caps a stream's capacity at its send buffer, and a smaller cap leaves a bulk stream
+/// short of its window; the relayed window is the largest either end uses).
+pub fn send_buffer(stream_window: u32) -> usize {
+    stream_window.max(virtgate_proto::tuning::RELAYED_STREAM_WINDOW) as usize
+}
+
 /// Below this much room left in the read buffer, a fresh one is allocated.
 const MIN_ROOM: usize = 16 << 10;
 
@@ -101,6 +109,12 @@ fn io_error(e: h2::Error) -> Option<io::Error> {
         }
         _ => Some(io::Error::other(e)),
     }
+}
+
+/// Why sending failed: the stream or its connection ended (a peer that ended it without
+/// error still leaves nothing to send to: a broken pipe).
+fn send_error(e: h2::Error) -> io::Error {
+    io_error(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into())
 }
 
 impl Tunnel {
@@ -218,49 +232,28 @@ impl TunnelWriter {
     fn poll_room(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         loop {
             match self.send.poll_reset(cx) {
-                Poll::Ready(Ok(reason)) => {
-                    return Poll::Ready(Err(io_error(h2::Error::from(reason)).unwrap_or_else(
-                        || io::Error::new(io::ErrorKind::BrokenPipe, "the peer ended the stream"),
-                    )))
-                }
-                Poll::Ready(Err(e)) => {
-                    return Poll::Ready(Err(io_error(e).unwrap_or_else(|| {
-                        io::Error::new(io::ErrorKind::BrokenPipe, "the stream ended")
-                    })))
-                }
+                Poll::Ready(Ok(reason)) => return Poll::Ready(Err(send_error(reason.into()))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(send_error(e))),
                 Poll::Pending => {}
             }
             // what is not used goes back to the connection after the send (`put`)
             self.send.reserve_capacity(want.min(self.ask));
-            let capacity = self.send.capacity();
-            if capacity > 0 {
+            if self.send.capacity() > 0 {
                 // the whole chunk: h2 sends it as the window opens, and asks no more of us
                 // until it is out (its capacity counts what it holds)
                 return Poll::Ready(Ok(want.min(self.ask)));
             }
             match ready!(self.send.poll_capacity(cx)) {
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    return Poll::Ready(Err(io_error(e).unwrap_or_else(|| {
-                        io::Error::new(io::ErrorKind::BrokenPipe, "the stream ended")
-                    })))
-                }
-                None => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the tunnel stream is closed",
-                    )))
-                }
+                Some(Err(e)) => return Poll::Ready(Err(send_error(e))),
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
             }
         }
     }
 
     fn put(&mut self, data: Bytes) -> io::Result<()> {
         self.flow.moved(&mut self.meter, data.len(), Instant::now());
-        let sent = self
-            .send
-            .send_data(data, false)
-            .map_err(|e| io_error(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()));
+        let sent = self.send.send_data(data, false).map_err(send_error);
         // the window not used now goes back to the connection for other streams
         self.send.reserve_capacity(0);
         sent
@@ -281,7 +274,7 @@ impl TunnelWriter {
             self.finished = true;
             self.send
                 .send_data(Bytes::new(), true)
-                .map_err(|e| io_error(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()))?;
+                .map_err(send_error)?;
         }
         Ok(())
     }

@@ -246,16 +246,16 @@ where
 /// How long [`linger`] waits for the client to close its side.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// After h2 ended the connection (its GOAWAY and TLS close_notify are out), read what the
-/// client still sends until it closes too, for up to [`LINGER`]: a socket closed with
-/// bytes unread is reset by the kernel, and a client whose last write (its own
-/// close_notify) crossed the close would see a broken pipe instead of the gateway's
-/// orderly close (and say "lost the connection" rather than "the gateway closed it").
-async fn linger<IO: AsyncRead + Unpin>(io: &mut IO) {
+/// After this side closed a connection (h2's GOAWAY and TLS close_notify are out, or a
+/// refused handshake), read what the client still sends until it closes too — at most
+/// 256 KiB, for up to [`LINGER`]: a socket closed with bytes unread is reset by the kernel,
+/// and a client whose last write crossed the close would see a broken pipe (and say "lost
+/// the connection") instead of the gateway's orderly close and its reason.
+pub(crate) async fn linger<IO: AsyncRead + Unpin>(io: &mut IO) {
     use tokio::io::AsyncReadExt as _;
     let drain = async {
-        let mut buf = [0u8; 1024];
-        let mut left: usize = 64 * 1024;
+        let mut buf = [0u8; 4096];
+        let mut left: usize = 256 * 1024;
         while left > 0 {
             match io.read(&mut buf).await {
                 Ok(0) | Err(_) => break,

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME, RELAYED_STREAM_WINDOW};
+use virtgate_proto::tuning::{CONNECTION_WINDOW, MAX_FRAME};
 use virtgate_tunnel::{Flow, RecvBody, Tunnel};
 
 use super::liveness::Liveness;
@@ -52,11 +52,9 @@ pub(super) struct Settings {
 }
 
 impl Settings {
-    /// Most bytes h2 keeps queued per stream, and what a tunnel asks window for at once: at
-    /// least any client's stream window (h2 caps a stream's capacity at it, and a smaller
-    /// cap would leave a bulk stream short of its window).
+    /// h2's send buffer per stream ([`virtgate_tunnel::stream::send_buffer`]).
     fn send_buffer(&self) -> usize {
-        self.stream_window.max(RELAYED_STREAM_WINDOW) as usize
+        virtgate_tunnel::stream::send_buffer(self.stream_window)
     }
 }
 

@@ -46,6 +46,7 @@ use crate::live::LiveCell;
 use crate::metrics::Metrics;
 use crate::sessions::{Registry, StreamGuard};
 use crate::shutdown::Shutdown;
+pub(crate) use conn::linger;
 pub use conn::serve_connection;
 use conn::Service;
 use error::ApiError;

@@ -37,6 +37,7 @@ use super::{authorize, Body, ConnCtx, Held, State};
 use crate::authn::Identity;
 use crate::authz::Action;
 use crate::backend::BoxedStream;
+use tokio_util::either::Either;
 
 /// Bound on connecting to libvirtd's socket.
 const LIBVIRT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -271,8 +272,8 @@ fn splice(
 ) -> Response<Body> {
     run_tunnel(state, req, span, guard, kind, move |client| async move {
         match client {
-            Upgraded::H2(tunnel) => tunnel.splice(backend).await,
-            Upgraded::Http1(io) => copy::both_ways(io, backend).await,
+            Either::Left(tunnel) => tunnel.splice(backend).await,
+            Either::Right(io) => copy::both_ways(io, backend).await,
         }
     })
 }

@@ -6,15 +6,12 @@
 //! [`on`] takes what the handler needs from the request before it answers, like
 //! `hyper::upgrade::on`; the stream arrives once the answer is out.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use http::Request;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
+use tokio_util::either::Either;
 use virtgate_tunnel::Tunnel;
 
 /// Put in an HTTP/2 CONNECT request's extensions by [`super::h2conn`]: the tunnel arrives
@@ -29,14 +26,10 @@ impl Pending {
     }
 }
 
-/// An answered tunnel's byte stream.
-#[derive(Debug)]
-pub enum Upgraded {
-    /// An HTTP/2 stream on h2 (every virtgate client, browsers over HTTP/2).
-    H2(Tunnel),
-    /// An HTTP/1.1 connection after `101 Switching Protocols` (a browser's WebSocket).
-    Http1(TokioIo<hyper::upgrade::Upgraded>),
-}
+/// An answered tunnel's byte stream: an HTTP/2 stream on h2 (`Left`: every virtgate client,
+/// browsers over HTTP/2), or an HTTP/1.1 connection after `101 Switching Protocols`
+/// (`Right`: a browser's WebSocket). tokio-util's `Either` passes reads and writes through.
+pub type Upgraded = Either<Tunnel, TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Why no stream came.
 #[derive(Debug, thiserror::Error)]
@@ -62,49 +55,9 @@ pub fn on<B>(
     let http1 = pending.is_none().then(|| hyper::upgrade::on(&mut *req));
     async move {
         match (pending, http1) {
-            (Some(rx), _) => rx.await.map(Upgraded::H2).map_err(|_| UpgradeError::Gone),
-            (None, Some(up)) => Ok(Upgraded::Http1(TokioIo::new(up.await?))),
+            (Some(rx), _) => rx.await.map(Either::Left).map_err(|_| UpgradeError::Gone),
+            (None, Some(up)) => Ok(Either::Right(TokioIo::new(up.await?))),
             (None, None) => Err(UpgradeError::Gone),
-        }
-    }
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upgraded::H2(t) => Pin::new(t).poll_read(cx, buf),
-            Upgraded::Http1(u) => Pin::new(u).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upgraded::H2(t) => Pin::new(t).poll_write(cx, buf),
-            Upgraded::Http1(u) => Pin::new(u).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upgraded::H2(t) => Pin::new(t).poll_flush(cx),
-            Upgraded::Http1(u) => Pin::new(u).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upgraded::H2(t) => Pin::new(t).poll_shutdown(cx),
-            Upgraded::Http1(u) => Pin::new(u).poll_shutdown(cx),
         }
     }
 }

@@ -245,23 +245,10 @@ pub async fn accept_tcp(listener: TcpListener, ctx: Arc<Accept>) {
 /// instead of reading the alert that says why (revoked, expired, unknown CA). So: send FIN
 /// after the alert, and read and discard what the client still sends, for a short while.
 async fn lingering_close(mut io: TcpStream) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let _ = io.shutdown().await;
-    let drain = async {
-        let mut buf = [0u8; 4096];
-        let mut left: usize = 256 * 1024;
-        while left > 0 {
-            match io.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    api::linger(&mut io).await;
 }
-
-/// How long [`lingering_close`] waits for the client to finish and close.
-const LINGER: Duration = Duration::from_secs(2);
 
 async fn tls_connection(
     stream: TcpStream,
